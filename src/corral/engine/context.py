@@ -1,0 +1,533 @@
+"""The run context: what workflow code uses to take durable steps, and the replay behind it.
+
+Every operation takes its step number when it is *called*, not when it completes, so
+`asyncio.gather(ctx.step(a), ctx.step(b), ctx.run_child(w, x))` numbers its steps in argument
+order, live and on replay alike. (A parallel branch that itself takes several steps one after
+another gets numbers in the order its earlier steps finish; make such a branch a child run.)
+
+A step found in the journal returns its recorded outcome without running. A step that is not
+there runs, and its outcome is committed before the code that called it sees it. A wait that
+cannot be satisfied yet (a timer, a signal, a child) raises `Suspend`, which unloads the run: it is
+replayed from the top when it wakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import inspect
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+from corral.engine import payloads
+from corral.engine.crashpoints import crash_point
+from corral.errors import (
+    ChildRunFailed,
+    LeaseLost,
+    NonDeterminismError,
+    SignalTimeout,
+    StepFailed,
+)
+from corral.store import NewRun, RunRecord, StepKind, StepRecord, StepWrite, Store
+
+if TYPE_CHECKING:
+    from corral.engine.clock import Clock
+    from corral.engine.workflows import Workflow, WorkflowRegistry
+
+T = TypeVar("T")
+
+_CHILD_NAMESPACE = uuid.UUID("6f0c6b8e-2f4e-4a59-9d0e-3f1c2a7b9e11")
+
+
+class Suspend(BaseException):
+    """Unloads a run until `wake_at` (None: until an event). A BaseException so that a workflow's
+    `except Exception` cannot swallow it."""
+
+    def __init__(self, wake_at: float | None) -> None:
+        super().__init__(wake_at)
+        self.wake_at = wake_at
+
+
+class ReconciliationNeeded(BaseException):
+    """An at-most-once step was in flight at a crash: the run must stop for a human."""
+
+    def __init__(self, seq: int, name: str) -> None:
+        super().__init__(seq, name)
+        self.seq = seq
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What a running step knows about itself; `current_step()` returns it inside a step body."""
+
+    run_id: str
+    seq: int
+    name: str
+    idempotency_key: str
+    redelivered: bool
+    """True when an earlier attempt was dispatched and may have had its effect (a crash)."""
+
+
+_current_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "corral_run_context", default=None
+)
+_current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
+    "corral_current_step", default=None
+)
+
+
+def current_context() -> RunContext | None:
+    """The run context of the workflow code calling this, or None outside a run."""
+    return _current_context.get()
+
+
+def current_step() -> StepInfo | None:
+    """The step whose body is calling this (with its idempotency key), or None outside one."""
+    return _current_step.get()
+
+
+@lru_cache(maxsize=1024)
+def _return_type(fn: Callable[..., Any]) -> Any:
+    try:
+        return get_type_hints(fn).get("return")
+    except Exception:  # unresolvable annotations: treat the result as plain JSON
+        return None
+
+
+class RunContext:
+    """Handed to a workflow as its first argument. Everything that is not pure computation goes
+    through it, so that it is journaled and replays."""
+
+    def __init__(
+        self,
+        *,
+        run: RunRecord,
+        journal: list[StepRecord],
+        store: Store,
+        clock: Clock,
+        workflows: WorkflowRegistry,
+        on_new_run: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.run_id = run.run_id
+        self.workflow = run.workflow
+        self.tenant = run.tenant
+        self._run = run
+        self._epoch = run.lease_epoch
+        self._journal = {record.seq: record for record in journal}
+        self._last_recorded = max(self._journal, default=0)
+        self._store = store
+        self._clock = clock
+        self._workflows = workflows
+        self._on_new_run = on_new_run
+        self._next_seq = 1
+        self._suspending = False
+        self._wake_times: list[float | None] = []
+        self._writes: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lost: LeaseLost | None = None
+        self.random = random.Random(run.run_id)
+        """Deterministic randomness: the same sequence every time the run replays."""
+
+    # -- the public API ------------------------------------------------------------------------
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-executes steps that the journal already holds."""
+        return self._next_seq <= self._last_recorded
+
+    def step(
+        self,
+        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        /,
+        *args: Any,
+        name: str | None = None,
+        at_most_once: bool = False,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, T]:
+        """Run `fn(*args, **kwargs)` as a journaled step and return its result.
+
+        The body runs at least once (again after a crash before its result was committed), with
+        the same idempotency key each time (`current_step().idempotency_key`). With
+        `at_most_once=True` it runs at most once: a crash while it was in flight stops the run in
+        `needs_reconciliation` instead of calling it again. A sync `fn` runs in a thread.
+        """
+        seq = self._take_seq()
+        step_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        return self._run_step(seq, step_name, fn, args, kwargs, at_most_once)
+
+    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
+        """A durable timer: the run is unloaded and wakes after `seconds`, on any worker."""
+        return self._sleep(self._take_seq(), seconds)
+
+    def wait_for_signal(
+        self, name: str, *, timeout: float | None = None, type_: Any = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Wait for the next signal `name` sent to this run and return its data.
+
+        Signals sent before the wait are kept and delivered in the order they were sent. Raises
+        `SignalTimeout` after `timeout` seconds (None: wait for ever). `type_` validates the data.
+        """
+        return self._wait_for_signal(self._take_seq(), name, timeout, type_)
+
+    def start_child(
+        self, workflow: str | Workflow[Any, Any], input: Any = None
+    ) -> Coroutine[Any, Any, ChildHandle]:
+        """Start a child run and return a handle to await its result later."""
+        return self._start_child(self._take_seq(), workflow, input)
+
+    def run_child(
+        self, workflow: str | Workflow[Any, Any], input: Any = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Start a child run and wait for its result (raises `ChildRunFailed` if it fails)."""
+        start_seq = self._take_seq()
+        result_seq = self._take_seq()
+
+        async def run() -> Any:
+            handle = await self._start_child(start_seq, workflow, input)
+            return await handle._wait(result_seq)
+
+        return run()
+
+    def now(self) -> Coroutine[Any, Any, dt.datetime]:
+        """The current time, journaled: a replay sees the time of the first execution."""
+        return self._now(self._take_seq())
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID that is the same every time the run replays."""
+        return uuid.UUID(int=self.random.getrandbits(128), version=4)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _take_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _check_open(self) -> None:
+        if self._lost is not None:
+            raise self._lost
+        if self._suspending:
+            # A sibling branch is unloading the run: start nothing new; replay will redo this.
+            raise Suspend(None)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+
+    def _recorded(self, seq: int, kind: StepKind, name: str) -> StepRecord | None:
+        record = self._journal.get(seq)
+        if record is not None and (record.kind != kind or record.name != name):
+            raise NonDeterminismError(
+                f"run {self.run_id}, step {seq}: the journal recorded {record.kind} "
+                f"{record.name!r} but the workflow code asked for {kind} {name!r}; the code "
+                "changed since the run started (register a new workflow version for changes)",
+                run_id=self.run_id,
+                seq=seq,
+                recorded=f"{record.kind} {record.name}",
+                requested=f"{kind} {name}",
+            )
+        return record
+
+    def _write(self, seq: int, kind: StepKind, name: str, **fields: Any) -> StepWrite:
+        return StepWrite(
+            run_id=self.run_id,
+            epoch=self._epoch,
+            seq=seq,
+            kind=kind,
+            name=name,
+            at=self._clock.now(),
+            **fields,
+        )
+
+    def _submit_nowait(self, write: StepWrite) -> None:
+        """Queue a write for the next group commit without waiting for it."""
+        future = self._store.submit_step(write)
+        self._writes.add(future)
+        future.add_done_callback(self._write_done)
+
+    def _write_done(self, future: asyncio.Future[None]) -> None:
+        self._writes.discard(future)
+        if not future.cancelled() and isinstance(future.exception(), LeaseLost):
+            self._lost = future.exception()  # type: ignore[assignment]
+
+    async def _run_step(
+        self,
+        seq: int,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        at_most_once: bool,
+    ) -> Any:
+        self._check_open()
+        return_type = _return_type(fn)
+        record = self._recorded(seq, "step", name)
+        if record is not None and record.status != "started":
+            await asyncio.sleep(0)  # resume in the order a live run would
+            if record.status == "failed":
+                raise _step_failed(self.run_id, seq, name, record.error)
+            return payloads.load(record.result, return_type)
+        redelivered = record is not None
+        if redelivered and record is not None and record.at_most_once:
+            raise ReconciliationNeeded(seq, name)
+        if not redelivered:
+            crash_point("step.before_intent")
+            intent = self._write(seq, "step", name, status="started", at_most_once=at_most_once)
+            if at_most_once:
+                # Recovery of an at-most-once step depends on its intent: commit it first.
+                await self._store.write_step(intent)
+            else:
+                # An at-least-once step's intent only informs; it rides the next group commit.
+                self._submit_nowait(intent)
+        info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered)
+        token = _current_step.set(info)
+        try:
+            crash_point("step.after_dispatch")
+            if inspect.iscoroutinefunction(fn):
+                value = await fn(*args, **kwargs)
+            else:
+                value = await asyncio.to_thread(fn, *args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+        except (asyncio.CancelledError, Suspend, ReconciliationNeeded, LeaseLost):
+            raise
+        except Exception as exc:
+            await self._store.write_step(
+                self._write(
+                    seq,
+                    "step",
+                    name,
+                    status="failed",
+                    at_most_once=at_most_once,
+                    error=payloads.dump_error(exc),
+                )
+            )
+            raise _step_failed(self.run_id, seq, name, payloads.dump_error(exc)) from exc
+        finally:
+            _current_step.reset(token)
+        crash_point("step.after_effect")
+        text = payloads.dump(value, return_type, where=f"step {seq} ({name}) of run {self.run_id}")
+        await self._store.write_step(
+            self._write(
+                seq, "step", name, status="succeeded", at_most_once=at_most_once, result=text
+            )
+        )
+        crash_point("step.after_commit")
+        return payloads.load(text, return_type)
+
+    async def _sleep(self, seq: int, seconds: float) -> None:
+        self._check_open()
+        name = "sleep"
+        record = self._recorded(seq, "sleep", name)
+        if record is not None and record.status == "succeeded":
+            await asyncio.sleep(0)
+            return
+        if record is not None and record.detail is not None:
+            wake_at = float(json.loads(record.detail)["wake_at"])
+        else:
+            wake_at = self._clock.now() + seconds
+            detail = json.dumps({"seconds": seconds, "wake_at": wake_at})
+            await self._store.write_step(
+                self._write(seq, "sleep", name, status="started", detail=detail)
+            )
+        if self._clock.now() >= wake_at:
+            await self._store.write_step(self._write(seq, "sleep", name, status="succeeded"))
+            return
+        raise self._suspend(wake_at)
+
+    async def _wait_for_signal(self, seq: int, name: str, timeout: float | None, type_: Any) -> Any:
+        self._check_open()
+        record = self._recorded(seq, "signal", name)
+        if record is not None and record.status != "started":
+            await asyncio.sleep(0)
+            if record.status == "failed":
+                raise self._signal_timeout(seq, name, timeout)
+            return payloads.load(record.result, type_)
+        if record is not None:
+            deadline = json.loads(record.detail or "{}").get("deadline")
+        else:
+            deadline = None if timeout is None else self._clock.now() + timeout
+            detail = json.dumps({"timeout": timeout, "deadline": deadline})
+            await self._store.write_step(
+                self._write(seq, "signal", name, status="started", detail=detail)
+            )
+        signal = await self._store.take_signal(
+            self._write(seq, "signal", name, status="succeeded"), signal_name=name
+        )
+        if signal is not None:
+            return payloads.load(signal.payload, type_)
+        if deadline is not None and self._clock.now() >= deadline:
+            error = self._signal_timeout(seq, name, timeout)
+            await self._store.write_step(
+                self._write(seq, "signal", name, status="failed", error=payloads.dump_error(error))
+            )
+            raise error
+        raise self._suspend(deadline)
+
+    def _signal_timeout(self, seq: int, name: str, timeout: float | None) -> SignalTimeout:
+        return SignalTimeout(
+            f"run {self.run_id}, step {seq}: no signal {name!r} within {timeout}s",
+            run_id=self.run_id,
+            seq=seq,
+            signal=name,
+        )
+
+    async def _start_child(
+        self, seq: int, workflow: str | Workflow[Any, Any], input: Any
+    ) -> ChildHandle:
+        self._check_open()
+        wf = self._workflows.resolve(workflow)
+        record = self._recorded(seq, "child.start", wf.name)
+        if record is not None and record.status == "succeeded":
+            await asyncio.sleep(0)
+            return ChildHandle(self, json.loads(record.result or "null"), wf)
+        # Derived from the parent's id and step: a re-executed start finds the same child.
+        child_id = str(uuid.uuid5(_CHILD_NAMESPACE, f"{self.run_id}:{seq}"))
+        child = NewRun(
+            run_id=child_id,
+            workflow=wf.name,
+            workflow_version=wf.version,
+            input=wf.encode_input(input),
+            created_at=self._clock.now(),
+            tenant=self.tenant,
+            parent_run_id=self.run_id,
+            parent_step_seq=seq,
+        )
+        write = self._write(
+            seq, "child.start", wf.name, status="succeeded", result=json.dumps(child_id)
+        )
+        await self._store.start_child(write, child)
+        self._on_new_run()
+        return ChildHandle(self, child_id, wf)
+
+    async def _wait_for_child(self, seq: int, handle: ChildHandle) -> Any:
+        self._check_open()
+        wf = handle.workflow
+        record = self._recorded(seq, "child.result", wf.name)
+        if record is not None and record.status != "started":
+            await asyncio.sleep(0)
+            if record.status == "failed":
+                raise _child_failed(self.run_id, handle.run_id, record.error)
+            return wf.decode_output(record.result)
+        child = await self._store.get_run(handle.run_id)
+        if child is None or not child.finished:
+            raise self._suspend(None)
+        if child.status == "succeeded":
+            await self._store.write_step(
+                self._write(seq, "child.result", wf.name, status="succeeded", result=child.result)
+            )
+            return wf.decode_output(child.result)
+        await self._store.write_step(
+            self._write(seq, "child.result", wf.name, status="failed", error=child.error)
+        )
+        raise _child_failed(self.run_id, handle.run_id, child.error)
+
+    async def _now(self, seq: int) -> dt.datetime:
+        self._check_open()
+        record = self._recorded(seq, "now", "now")
+        if record is not None and record.status == "succeeded":
+            await asyncio.sleep(0)
+            stamp = float(json.loads(record.result or "0"))
+        else:
+            stamp = self._clock.now()
+            await self._store.write_step(
+                self._write(seq, "now", "now", status="succeeded", result=json.dumps(stamp))
+            )
+        return dt.datetime.fromtimestamp(stamp, tz=dt.UTC)
+
+    # -- for the executor ----------------------------------------------------------------------
+
+    def _suspend(self, wake_at: float | None) -> Suspend:
+        self._suspending = True
+        self._wake_times.append(wake_at)
+        return Suspend(wake_at)
+
+    def request_unload(self, now: float) -> None:
+        """Stop the run at its next step and unload it, runnable again at once (worker shutdown)."""
+        self._suspending = True
+        self._wake_times.append(now)
+
+    def wake_at(self) -> float | None:
+        """When the unloaded run should wake: the earliest timer its branches asked for."""
+        times = [t for t in self._wake_times if t is not None]
+        return min(times) if times else None
+
+    async def settle(self) -> None:
+        """Let branches still in flight finish their current step before the run is unloaded."""
+        current = asyncio.current_task()
+        others = [t for t in self._tasks if t is not current and not t.done()]
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until every queued journal write is committed."""
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+        if self._lost is not None:
+            raise self._lost
+
+    def check_replayed_all(self) -> None:
+        """At the end of a run, the journal must hold no step the code did not ask for."""
+        if self._last_recorded >= self._next_seq:
+            extra = self._journal[self._last_recorded]
+            raise NonDeterminismError(
+                f"run {self.run_id}: the workflow finished after {self._next_seq - 1} steps but "
+                f"the journal holds step {extra.seq} ({extra.kind} {extra.name!r}); the code "
+                "changed since the run started",
+                run_id=self.run_id,
+                seq=extra.seq,
+                recorded=f"{extra.kind} {extra.name}",
+                requested="(end of workflow)",
+            )
+
+    def enter(self) -> contextvars.Token[RunContext | None]:
+        return _current_context.set(self)
+
+    @staticmethod
+    def leave(token: contextvars.Token[RunContext | None]) -> None:
+        _current_context.reset(token)
+
+
+class ChildHandle:
+    """A child run started by `ctx.start_child`."""
+
+    def __init__(self, ctx: RunContext, run_id: str, workflow: Workflow[Any, Any]) -> None:
+        self._ctx = ctx
+        self.run_id = run_id
+        self.workflow = workflow
+
+    def result(self) -> Coroutine[Any, Any, Any]:
+        """Wait for the child's result (raises `ChildRunFailed` if it failed or was cancelled)."""
+        return self._wait(self._ctx._take_seq())
+
+    def _wait(self, seq: int) -> Coroutine[Any, Any, Any]:
+        return self._ctx._wait_for_child(seq, self)
+
+
+def _step_failed(run_id: str, seq: int, name: str, error: str | None) -> StepFailed:
+    cause = json.loads(error or "{}")
+    return StepFailed(
+        f"step {seq} ({name}) of run {run_id} failed: {cause.get('type')}: {cause.get('message')}",
+        run_id=run_id,
+        seq=seq,
+        step=name,
+        error_type=cause.get("type"),
+        error_message=cause.get("message"),
+    )
+
+
+def _child_failed(run_id: str, child_run_id: str, error: str | None) -> ChildRunFailed:
+    cause = json.loads(error or "{}")
+    return ChildRunFailed(
+        f"child run {child_run_id} of run {run_id} did not succeed: {cause.get('message')}",
+        run_id=run_id,
+        child_run_id=child_run_id,
+        error_code=cause.get("code"),
+    )

@@ -1,0 +1,190 @@
+"""Workflows: `async` functions with typed input and output, known by name and version."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints, overload
+
+from pydantic import ValidationError
+
+from corral.engine import payloads
+from corral.errors import InvalidInput, UnknownWorkflow, UsageError
+
+if TYPE_CHECKING:
+    from corral.engine.context import RunContext
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+WorkflowFunction = Callable[["RunContext", I], Awaitable[O]]
+
+
+@dataclass(frozen=True, eq=False)
+class Workflow(Generic[I, O]):
+    """A workflow: its function, its name and version, and the types of its input and output."""
+
+    fn: WorkflowFunction[I, O]
+    name: str
+    version: str = "1"
+    input_type: Any = field(default=None)
+    output_type: Any = field(default=None)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def encode_input(self, value: Any) -> str:
+        """Validate an input (a model, a dict, or JSON text) against the input type; return JSON."""
+        where = f"input of workflow {self.name!r}"
+        if payloads.is_untyped(self.input_type):
+            if isinstance(value, str | bytes):
+                try:
+                    value = json.loads(value)
+                except ValueError as exc:
+                    raise InvalidInput(
+                        f"{where} is not valid JSON: {exc}", workflow=self.name
+                    ) from None
+            return payloads.dump(value, None, where=where)
+        adapter = payloads.adapter(self.input_type)
+        try:
+            if isinstance(value, str | bytes):
+                typed = adapter.validate_json(value)
+            else:
+                typed = adapter.validate_python(value)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"{where} failed its schema ({_type_name(self.input_type)}): "
+                f"{payloads.validation_message(exc)}",
+                workflow=self.name,
+            ) from None
+        return payloads.dump(typed, self.input_type, where=where)
+
+    def decode_input(self, text: str) -> I:
+        result: I = payloads.load(text, self.input_type)
+        return result
+
+    def encode_output(self, value: O) -> str:
+        return payloads.dump(value, self.output_type, where=f"workflow {self.name!r}")
+
+    def decode_output(self, text: str | None) -> O:
+        result: O = payloads.load(text, self.output_type)
+        return result
+
+
+def _type_name(type_: Any) -> str:
+    return getattr(type_, "__name__", repr(type_))
+
+
+def _workflow_from(fn: WorkflowFunction[I, O], name: str | None, version: str) -> Workflow[I, O]:
+    if not inspect.iscoroutinefunction(fn):
+        raise UsageError(
+            f"workflow {fn.__qualname__} must be an `async def` function taking (ctx, input)"
+        )
+    params = list(inspect.signature(fn).parameters.values())
+    if not 1 <= len(params) <= 2:
+        raise UsageError(
+            f"workflow {fn.__qualname__} must take (ctx) or (ctx, input); it takes {len(params)}"
+        )
+    hints = get_type_hints(fn)
+    input_type = hints.get(params[1].name) if len(params) == 2 else type(None)
+    output_type = hints.get("return")
+    return Workflow(
+        fn=fn,
+        name=name or fn.__name__,
+        version=version,
+        input_type=input_type,
+        output_type=output_type,
+    )
+
+
+@overload
+def workflow(fn: WorkflowFunction[I, O], /) -> Workflow[I, O]: ...
+@overload
+def workflow(
+    *, name: str | None = None, version: str = "1"
+) -> Callable[[WorkflowFunction[I, O]], Workflow[I, O]]: ...
+def workflow(
+    fn: WorkflowFunction[I, O] | None = None, /, *, name: str | None = None, version: str = "1"
+) -> Workflow[I, O] | Callable[[WorkflowFunction[I, O]], Workflow[I, O]]:
+    """Make a workflow of an `async def fn(ctx, input) -> output`; register it with `Corral`.
+
+    The input and output types come from the annotations (pydantic models, dataclasses, plain
+    types); an unannotated input or output is any JSON value.
+    """
+    if fn is not None:
+        return _workflow_from(fn, name, version)
+
+    def decorate(inner: WorkflowFunction[I, O]) -> Workflow[I, O]:
+        return _workflow_from(inner, name, version)
+
+    return decorate
+
+
+class WorkflowRegistry:
+    """The workflows one `Corral` instance knows, by name; `module:attr` names load on demand."""
+
+    def __init__(self, workflows: Iterable[Workflow[Any, Any]] = ()) -> None:
+        self._by_name: dict[str, Workflow[Any, Any]] = {}
+        for wf in workflows:
+            self.add(wf)
+
+    def add(self, wf: Workflow[Any, Any]) -> None:
+        known = self._by_name.get(wf.name)
+        if known is not None and known is not wf and known.version == wf.version:
+            raise UsageError(
+                f"two different workflows are registered as {wf.name!r} version {wf.version}"
+            )
+        self._by_name[wf.name] = wf
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_name.values())
+
+    def resolve(self, ref: str | Workflow[Any, Any]) -> Workflow[Any, Any]:
+        """A workflow by registered name or by `package.module:attribute`."""
+        if isinstance(ref, Workflow):
+            self.add(ref)
+            return ref
+        known = self._by_name.get(ref)
+        if known is not None:
+            return known
+        if ":" in ref:
+            wf = load_workflow_reference(ref)
+            self.add(wf)
+            return wf
+        hint = f"; registered: {', '.join(self.names())}" if self._by_name else ""
+        raise UnknownWorkflow(
+            f"unknown workflow {ref!r}: not registered and not a module:function reference{hint}",
+            workflow=ref,
+        )
+
+
+def load_workflow_reference(ref: str) -> Workflow[Any, Any]:
+    """Import `package.module:attribute` and make a workflow of it (named by the reference)."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownWorkflow(
+            f"unknown workflow {ref!r}: cannot import module {module_name!r} ({exc})", workflow=ref
+        ) from None
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise UnknownWorkflow(
+                f"unknown workflow {ref!r}: module {module_name!r} has no {attr!r}", workflow=ref
+            )
+    if isinstance(target, Workflow):
+        # Runs started by reference keep the reference as their name: any worker can import it.
+        return dataclasses.replace(target, name=ref)
+    if callable(target):
+        return _workflow_from(target, ref, "1")
+    raise UnknownWorkflow(f"{ref!r} is a {type(target).__name__}, not a workflow", workflow=ref)

@@ -1,0 +1,176 @@
+"""Corral's errors: one root, three branches, each error carrying its ids and a stable code.
+
+```
+CorralError                         code
+├── UsageError                      the caller or developer did something wrong
+│   ├── UnknownWorkflow             unknown_workflow
+│   ├── InvalidInput                invalid_input
+│   ├── RunNotFound                 run_not_found
+│   ├── RunAlreadyFinished          run_finished
+│   ├── NotSerializable             not_serializable
+│   └── StoreError                  store_error        (bad URL, corrupt file, newer schema)
+│       └── StoreUnavailable        store_unavailable  (locked, unreachable)
+├── RunFailure                      something a run did failed; raised inside or about a run
+│   ├── RunFailed                   run_failed         (waiting for a run that did not succeed)
+│   ├── NonDeterminismError         non_determinism
+│   ├── StepFailed                  step_failed
+│   ├── ChildRunFailed              child_failed
+│   ├── SignalTimeout               signal_timeout
+│   ├── NeedsReconciliation         needs_reconciliation
+│   └── LeaseLost                   lease_lost
+└── RunSignal                       raised by steps to steer the run (later: ApprovalRequired)
+```
+
+Every error's `to_dict()` is what the journal stores and the CLI and API return: the `code`, the
+message and the ids. The `Suspend` control-flow exception of the engine is not an error and lives
+in `corral.engine`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CorralError(Exception):
+    """The root of every error Corral raises on purpose."""
+
+    code: ClassVar[str] = "corral_error"
+
+    def __init__(self, message: str, **ids: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.ids: dict[str, Any] = ids
+        for key, value in ids.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the ids when an error crosses a process or a pickle boundary.
+        return (_rebuild, (type(self), self.message, self.ids))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "type": type(self).__name__, "message": self.message, **self.ids}
+
+
+def _rebuild(cls: type[CorralError], message: str, ids: dict[str, Any]) -> CorralError:
+    error = cls.__new__(cls)
+    CorralError.__init__(error, message, **ids)
+    return error
+
+
+# -- usage errors ------------------------------------------------------------------------------
+
+
+class UsageError(CorralError):
+    """The caller asked for something that cannot be done as asked."""
+
+    code = "usage_error"
+
+
+class UnknownWorkflow(UsageError):
+    code = "unknown_workflow"
+
+
+class InvalidInput(UsageError):
+    code = "invalid_input"
+
+
+class RunNotFound(UsageError):
+    code = "run_not_found"
+
+
+class RunAlreadyFinished(UsageError):
+    code = "run_finished"
+
+
+class NotSerializable(UsageError):
+    code = "not_serializable"
+
+
+class StoreError(UsageError):
+    """The database cannot be used: a bad URL, not a Corral database, a newer schema."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The database is there but cannot be reached now (locked, down); trying again may work."""
+
+    code = "store_unavailable"
+
+
+# -- run failures ------------------------------------------------------------------------------
+
+
+class RunFailure(CorralError):
+    """Something a run did failed."""
+
+    code = "run_failure"
+
+
+class RunFailed(RunFailure):
+    """The run ended without succeeding: failed, cancelled, or stopped for reconciliation."""
+
+    code = "run_failed"
+
+
+class NonDeterminismError(RunFailure):
+    """The workflow's code asked for a different step than the journal recorded at this position."""
+
+    code = "non_determinism"
+
+
+class StepFailed(RunFailure):
+    """A step raised. The same error is raised again when the run replays past the step."""
+
+    code = "step_failed"
+
+
+class ChildRunFailed(RunFailure):
+    code = "child_failed"
+
+
+class SignalTimeout(RunFailure):
+    code = "signal_timeout"
+
+
+class NeedsReconciliation(RunFailure):
+    """An at-most-once step was in flight at a crash; a human must say whether it happened."""
+
+    code = "needs_reconciliation"
+
+
+class LeaseLost(RunFailure):
+    """This worker no longer holds the run: its write was fenced off by a newer lease epoch."""
+
+    code = "lease_lost"
+
+
+# -- signals a step may raise ------------------------------------------------------------------
+
+
+class RunSignal(CorralError):
+    """Raised by a step to steer its run rather than to fail it."""
+
+    code = "run_signal"
+
+
+__all__ = [
+    "ChildRunFailed",
+    "CorralError",
+    "InvalidInput",
+    "LeaseLost",
+    "NeedsReconciliation",
+    "NonDeterminismError",
+    "NotSerializable",
+    "RunAlreadyFinished",
+    "RunFailed",
+    "RunFailure",
+    "RunNotFound",
+    "RunSignal",
+    "SignalTimeout",
+    "StepFailed",
+    "StoreError",
+    "StoreUnavailable",
+    "UnknownWorkflow",
+    "UsageError",
+]

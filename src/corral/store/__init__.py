@@ -1,0 +1,51 @@
+"""Where runs and their journals live: one protocol, a backend per database."""
+
+from __future__ import annotations
+
+from corral.errors import StoreError
+from corral.store.protocol import Store
+from corral.store.records import (
+    FINISHED_STATUSES,
+    RUN_STATUSES,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    SignalRecord,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    StepWrite,
+)
+from corral.store.sqlite import SQLiteStore
+
+DEFAULT_DATABASE_URL = "sqlite:///.corral/corral.db"
+
+
+def open_store(url: str) -> Store:
+    """The store for a database URL (not yet connected: call `await store.open()`)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        raise StoreError("PostgreSQL support is not built yet; use a sqlite:/// URL", url=url)
+    raise StoreError(
+        f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db", url=url
+    )
+
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "FINISHED_STATUSES",
+    "RUN_STATUSES",
+    "NewRun",
+    "RunRecord",
+    "RunStatus",
+    "SQLiteStore",
+    "SignalRecord",
+    "StepKind",
+    "StepRecord",
+    "StepStatus",
+    "StepWrite",
+    "Store",
+    "open_store",
+]

@@ -1,0 +1,647 @@
+"""The embedded default store: one SQLite file in WAL mode, driven off the event loop.
+
+Writes go through one writer thread that group-commits (`group_commit.py`); reads use a second
+connection on a reader thread, which WAL lets proceed while the writer writes. Durability is a
+setting: `synchronous=NORMAL` (the default) survives a crash of the process, `FULL` also a loss of
+power, at the price of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+from urllib.parse import parse_qs, urlsplit
+
+from corral.errors import (
+    LeaseLost,
+    RunAlreadyFinished,
+    RunNotFound,
+    StoreError,
+    StoreUnavailable,
+)
+from corral.store.group_commit import Batch, GroupCommitWriter
+from corral.store.migrations import Migration, load_migrations
+from corral.store.records import (
+    FINISHED_STATUSES,
+    RUN_STATUSES,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    SignalRecord,
+    StepRecord,
+    StepWrite,
+)
+
+T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+
+CANCELLED_ERROR = json.dumps({"code": "cancelled", "type": "Cancelled", "message": "cancelled"})
+
+_RUN_COLUMNS = (
+    "run_id, tenant, workflow, workflow_version, status, input, result, error, idempotency_key,"
+    " parent_run_id, parent_step_seq, created_at, updated_at, wake_at, wake_seq, lease_owner,"
+    " lease_epoch, lease_expires_at, claims"
+)
+_STEP_COLUMNS = (
+    "run_id, seq, kind, name, status, at_most_once, detail, result, error, started_at, finished_at"
+)
+
+
+def parse_sqlite_url(url: str) -> tuple[Path, Synchronous]:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db`, optional `?synchronous=FULL`."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise StoreError(f"not a SQLite URL: {url!r}", url=url)
+    raw = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not raw or raw == ":memory:":
+        raise StoreError(
+            f"{url!r} names no file; use sqlite:///path/to/corral.db (relative) "
+            "or sqlite:////absolute/path.db",
+            url=url,
+        )
+    query = parse_qs(parts.query)
+    synchronous = query.get("synchronous", [os.environ.get("CORRAL_SQLITE_SYNCHRONOUS", "NORMAL")])
+    level = synchronous[0].upper()
+    if level not in ("NORMAL", "FULL"):
+        raise StoreError(
+            f"synchronous={level!r} in {url!r}: use NORMAL (survives process crashes) "
+            "or FULL (also survives power loss)",
+            url=url,
+        )
+    return Path(raw), cast(Synchronous, level)
+
+
+class SQLiteStore:
+    """The store protocol on one SQLite file."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
+        self.url = url
+        self.path, self.synchronous = parse_sqlite_url(url)
+        self._busy_timeout = busy_timeout
+        self._writer: GroupCommitWriter | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_conn: sqlite3.Connection | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder for {self.path}: {exc}", path=str(self.path)
+            ) from None
+        writer = GroupCommitWriter(self._connect_writer, translate=self._translate)
+        await asyncio.get_running_loop().run_in_executor(None, writer.start)
+        self._writer = writer
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-reader")
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        reader, self._reader = self._reader, None
+        if writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        if reader is not None:
+            if self._reader_conn is not None:
+                conn = self._reader_conn
+                reader.submit(conn.close).result()
+                self._reader_conn = None
+            reader.shutdown(wait=True)
+
+    @property
+    def group_commit_stats(self) -> tuple[int, int]:
+        """(batches, operations) committed so far: their ratio is the group-commit factor."""
+        if self._writer is None:
+            return (0, 0)
+        return (self._writer.batches, self._writer.operations)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            self._prepare_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare_schema(self, conn: sqlite3.Connection) -> None:
+        migrations = load_migrations("sqlite")
+        latest = migrations[-1].version
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = self._schema_version(conn)
+            if current is None:
+                self._apply(conn, migrations)
+            elif current > latest:
+                raise StoreError(
+                    f"{self.path} has schema version {current}, newer than this Corral "
+                    f"understands ({latest}); upgrade Corral to use it",
+                    path=str(self.path),
+                )
+            elif current < latest:
+                raise StoreError(
+                    f"{self.path} has schema version {current}; this Corral needs {latest}. "
+                    "Run `corral db migrate` to upgrade it (back it up first)",
+                    path=str(self.path),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if "corral_schema" not in tables:
+            if tables - {"sqlite_sequence"}:
+                raise StoreError(
+                    f"{self.path} is a SQLite database but not a Corral one "
+                    f"(it has tables {sorted(tables)[:5]}); point Corral at another file",
+                    path=str(self.path),
+                )
+            return None
+        row = conn.execute("SELECT max(version) FROM corral_schema").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def _apply(self, conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS corral_schema ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION)"
+        )
+        for migration in migrations:
+            for statement in migration.statements():
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO corral_schema (version, name, applied_at)"
+                " VALUES (?, ?, julianday('now'))",
+                (migration.version, migration.name),
+            )
+
+    def _translate(self, exc: Exception) -> Exception:
+        if isinstance(exc, StoreError | LeaseLost | RunNotFound | RunAlreadyFinished):
+            return exc
+        text = str(exc)
+        where = str(self.path)
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+            return StoreUnavailable(
+                f"{where} is locked by another process (waited {self._busy_timeout:g}s)",
+                path=where,
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text
+        ):
+            return StoreError(f"{where} is not a Corral database or is corrupt: {text}", path=where)
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+            return StoreError(f"cannot open {where}: {text}", path=where)
+        if isinstance(exc, sqlite3.Error):
+            return StoreUnavailable(f"{where}: {type(exc).__name__}: {text}", path=where)
+        return exc
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _submit(self, operation: Callable[[sqlite3.Connection, Batch], T]) -> asyncio.Future[T]:
+        if self._writer is None:
+            raise StoreError(f"the store at {self.path} is not open", path=str(self.path))
+        return self._writer.submit(operation)
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            raise StoreError(f"the store at {self.path} is not open", path=str(self.path))
+
+        def run() -> T:
+            if self._reader_conn is None:
+                self._reader_conn = self._connect()
+            try:
+                return query(self._reader_conn)
+            except Exception as exc:
+                raise self._translate(exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+
+    @staticmethod
+    def _fence(conn: sqlite3.Connection, batch: Batch, run_id: str, epoch: int) -> None:
+        """Refuse a write from a worker whose lease on `run_id` is not the current one."""
+        if run_id in batch.epochs:
+            current = batch.epochs[run_id]
+        else:
+            row = conn.execute(
+                "SELECT lease_epoch FROM runs WHERE run_id = ? AND status = 'running'", (run_id,)
+            ).fetchone()
+            current = row[0] if row else None
+            batch.epochs[run_id] = current
+        if current != epoch:
+            raise LeaseLost(
+                f"run {run_id}: lease epoch {epoch} is no longer current",
+                run_id=run_id,
+                epoch=epoch,
+            )
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> tuple[RunRecord, bool]:
+            if new.idempotency_key is not None:
+                existing = conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = ? AND idempotency_key = ?",
+                    (new.tenant, new.idempotency_key),
+                ).fetchone()
+                if existing is not None:
+                    return _run(existing), False
+            _insert_run(conn, new)
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (new.run_id,)
+            ).fetchone()
+            return _run(row), True
+
+        return await self._submit(op)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        def query(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return _run(row) if row else None
+
+        return await self._read(query)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        parent_run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("status", status),
+            ("workflow", workflow),
+            ("parent_run_id", parent_run_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, run_id LIMIT ?"
+        params.append(limit)
+        return await self._read(lambda conn: [_run(r) for r in conn.execute(sql, params)])
+
+    async def load_journal(self, run_id: str) -> list[StepRecord]:
+        sql = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq"
+        return await self._read(lambda conn: [_step(r) for r in conn.execute(sql, (run_id,))])
+
+    async def list_signals(self, run_id: str) -> list[SignalRecord]:
+        sql = (
+            "SELECT signal_id, run_id, name, payload, created_at, consumed_seq FROM signals"
+            " WHERE run_id = ? ORDER BY signal_id"
+        )
+        return await self._read(
+            lambda conn: [SignalRecord(*row) for row in conn.execute(sql, (run_id,))]
+        )
+
+    async def count_runs(self) -> dict[RunStatus, int]:
+        def query(conn: sqlite3.Connection) -> dict[RunStatus, int]:
+            counts: dict[RunStatus, int] = dict.fromkeys(RUN_STATUSES, 0)
+            for status, count in conn.execute("SELECT status, count(*) FROM runs GROUP BY status"):
+                counts[status] = count
+            return counts
+
+        return await self._read(query)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def claim_runs(
+        self, *, worker_id: str, limit: int, now: float, lease_ttl: float
+    ) -> list[RunRecord]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> list[RunRecord]:
+            rows = conn.execute(
+                f"""
+                UPDATE runs
+                SET status = 'running', lease_owner = :worker, lease_epoch = lease_epoch + 1,
+                    lease_expires_at = :expires, claims = claims + 1, updated_at = :now,
+                    wake_at = NULL
+                WHERE run_id IN (
+                    SELECT run_id FROM (
+                        SELECT run_id FROM runs WHERE status = 'pending'
+                            AND (wake_at IS NULL OR wake_at <= :now)
+                            ORDER BY created_at LIMIT :limit)
+                    UNION ALL SELECT run_id FROM (
+                        SELECT run_id FROM runs WHERE status = 'waiting' AND wake_at <= :now
+                            ORDER BY wake_at LIMIT :limit)
+                    UNION ALL SELECT run_id FROM (
+                        SELECT run_id FROM runs WHERE status = 'running'
+                            AND lease_expires_at < :now
+                            ORDER BY lease_expires_at LIMIT :limit)
+                    LIMIT :limit)
+                RETURNING {_RUN_COLUMNS}
+                """,
+                {"worker": worker_id, "expires": now + lease_ttl, "now": now, "limit": limit},
+            ).fetchall()
+            for row in rows:
+                batch.epochs.pop(row[0], None)
+            return [_run(r) for r in rows]
+
+        return await self._submit(op)
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, int]], *, now: float, lease_ttl: float
+    ) -> list[str]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> list[str]:
+            lost: list[str] = []
+            for run_id, epoch in leases:
+                cursor = conn.execute(
+                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND lease_epoch = ?"
+                    " AND status = 'running'",
+                    (now + lease_ttl, run_id, epoch),
+                )
+                if cursor.rowcount == 0:
+                    lost.append(run_id)
+            return lost
+
+        return await self._submit(op)
+
+    async def has_runnable(self, *, now: float) -> bool:
+        sql = """
+            SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'pending'
+                                AND (wake_at IS NULL OR wake_at <= :now))
+                OR EXISTS (SELECT 1 FROM runs WHERE status = 'waiting' AND wake_at <= :now)
+                OR EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND lease_expires_at < :now)
+        """
+        return await self._read(lambda conn: bool(conn.execute(sql, {"now": now}).fetchone()[0]))
+
+    async def next_wake_at(self) -> float | None:
+        sql = """
+            SELECT min(t) FROM (
+                SELECT min(wake_at) AS t FROM runs WHERE status = 'waiting'
+                UNION ALL SELECT min(wake_at) FROM runs WHERE status = 'pending'
+                UNION ALL SELECT min(lease_expires_at) FROM runs WHERE status = 'running')
+        """
+
+        def query(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(sql).fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self._read(query)
+
+    # -- journal -------------------------------------------------------------------------------
+
+    def submit_step(self, write: StepWrite) -> asyncio.Future[None]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            self._fence(conn, batch, write.run_id, write.epoch)
+            _write_step(conn, write)
+
+        return self._submit(op)
+
+    async def write_step(self, write: StepWrite) -> None:
+        await self.submit_step(write)
+
+    async def start_child(self, write: StepWrite, child: NewRun) -> None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            self._fence(conn, batch, write.run_id, write.epoch)
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (child.run_id,)).fetchone():
+                pass  # created by an earlier attempt of this very step
+            else:
+                _insert_run(conn, child)
+            _write_step(conn, write)
+
+        await self._submit(op)
+
+    async def take_signal(self, write: StepWrite, *, signal_name: str) -> SignalRecord | None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> SignalRecord | None:
+            self._fence(conn, batch, write.run_id, write.epoch)
+            row = conn.execute(
+                "SELECT signal_id, run_id, name, payload, created_at, consumed_seq FROM signals"
+                " WHERE run_id = ? AND name = ? AND consumed_seq IS NULL"
+                " ORDER BY signal_id LIMIT 1",
+                (write.run_id, signal_name),
+            ).fetchone()
+            if row is None:
+                return None
+            signal = SignalRecord(*row)
+            conn.execute(
+                "UPDATE signals SET consumed_seq = ? WHERE signal_id = ?",
+                (write.seq, signal.signal_id),
+            )
+            _write_step(conn, dataclasses.replace(write, result=signal.payload))
+            return dataclasses.replace(signal, consumed_seq=write.seq)
+
+        return await self._submit(op)
+
+    async def suspend_run(
+        self, run_id: str, epoch: int, *, wake_at: float | None, seen_wake_seq: int, now: float
+    ) -> None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            self._fence(conn, batch, run_id, epoch)
+            conn.execute(
+                "UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_expires_at = NULL,"
+                " updated_at = :now,"
+                " wake_at = CASE WHEN wake_seq != :seen THEN :now ELSE :wake_at END"
+                " WHERE run_id = :run_id",
+                {"now": now, "seen": seen_wake_seq, "wake_at": wake_at, "run_id": run_id},
+            )
+            batch.epochs.pop(run_id, None)
+
+        await self._submit(op)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        epoch: int,
+        *,
+        status: RunStatus,
+        result: str | None,
+        error: str | None,
+        now: float,
+    ) -> None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            self._fence(conn, batch, run_id, epoch)
+            row = conn.execute(
+                "UPDATE runs SET status = ?, result = ?, error = ?, updated_at = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL"
+                " WHERE run_id = ? RETURNING parent_run_id",
+                (status, result, error, now, run_id),
+            ).fetchone()
+            batch.epochs.pop(run_id, None)
+            if row[0] is not None and status in FINISHED_STATUSES:
+                _wake(conn, row[0], now)
+
+        await self._submit(op)
+
+    async def release_run(self, run_id: str, epoch: int, *, wake_at: float, now: float) -> None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            self._fence(conn, batch, run_id, epoch)
+            conn.execute(
+                "UPDATE runs SET status = 'pending', wake_at = ?, updated_at = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?",
+                (wake_at, now, run_id),
+            )
+            batch.epochs.pop(run_id, None)
+
+        await self._submit(op)
+
+    # -- from outside a run --------------------------------------------------------------------
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: str, *, now: float
+    ) -> SignalRecord:
+        def op(conn: sqlite3.Connection, batch: Batch) -> SignalRecord:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+            if row[0] in FINISHED_STATUSES:
+                raise RunAlreadyFinished(
+                    f"run {run_id} has already {row[0]}; signal {name!r} was not delivered",
+                    run_id=run_id,
+                    status=row[0],
+                )
+            cursor = conn.execute(
+                "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
+                (run_id, name, payload, now),
+            )
+            _wake(conn, run_id, now)
+            assert cursor.lastrowid is not None
+            return SignalRecord(cursor.lastrowid, run_id, name, payload, now, None)
+
+        return await self._submit(op)
+
+    async def cancel_run(self, run_id: str, *, now: float) -> RunRecord:
+        def op(conn: sqlite3.Connection, batch: Batch) -> RunRecord:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+            run = _run(row)
+            if run.finished:
+                raise RunAlreadyFinished(
+                    f"run {run_id} has already {run.status}; nothing to cancel",
+                    run_id=run_id,
+                    status=run.status,
+                )
+            cancelled = conn.execute(
+                """
+                WITH RECURSIVE tree(run_id) AS (
+                    SELECT :run_id
+                    UNION ALL SELECT runs.run_id FROM runs JOIN tree
+                        ON runs.parent_run_id = tree.run_id)
+                UPDATE runs SET status = 'cancelled', error = :error, updated_at = :now,
+                    lease_epoch = lease_epoch + 1, lease_owner = NULL, lease_expires_at = NULL,
+                    wake_at = NULL
+                WHERE run_id IN (SELECT run_id FROM tree)
+                    AND status NOT IN ('succeeded', 'failed', 'cancelled')
+                RETURNING run_id
+                """,
+                {"run_id": run_id, "error": CANCELLED_ERROR, "now": now},
+            ).fetchall()
+            for (cancelled_id,) in cancelled:
+                batch.epochs.pop(cancelled_id, None)
+            if run.parent_run_id is not None:
+                _wake(conn, run.parent_run_id, now)
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return _run(row)
+
+        return await self._submit(op)
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def _insert_run(conn: sqlite3.Connection, new: NewRun) -> None:
+    conn.execute(
+        "INSERT INTO runs (run_id, tenant, workflow, workflow_version, status, input,"
+        " idempotency_key, parent_run_id, parent_step_seq, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+        (
+            new.run_id,
+            new.tenant,
+            new.workflow,
+            new.workflow_version,
+            new.input,
+            new.idempotency_key,
+            new.parent_run_id,
+            new.parent_step_seq,
+            new.created_at,
+            new.created_at,
+        ),
+    )
+
+
+def _write_step(conn: sqlite3.Connection, write: StepWrite) -> None:
+    if write.status == "started":
+        conn.execute(
+            "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, started_at)"
+            " VALUES (?, ?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING",
+            (
+                write.run_id,
+                write.seq,
+                write.kind,
+                write.name,
+                int(write.at_most_once),
+                write.detail,
+                write.at,
+            ),
+        )
+        return
+    conn.execute(
+        "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, result, error,"
+        " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status,"
+        " result = excluded.result, error = excluded.error, finished_at = excluded.finished_at,"
+        " detail = coalesce(excluded.detail, steps.detail)",
+        (
+            write.run_id,
+            write.seq,
+            write.kind,
+            write.name,
+            write.status,
+            int(write.at_most_once),
+            write.detail,
+            write.result,
+            write.error,
+            write.at,
+            write.at,
+        ),
+    )
+
+
+def _wake(conn: sqlite3.Connection, run_id: str, now: float) -> None:
+    """Record an event for `run_id`; a waiting run becomes runnable now."""
+    conn.execute(
+        "UPDATE runs SET wake_seq = wake_seq + 1,"
+        " wake_at = CASE WHEN status = 'waiting' THEN ? ELSE wake_at END WHERE run_id = ?",
+        (now, run_id),
+    )
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(*row)
+
+
+def _step(row: Sequence[Any]) -> StepRecord:
+    values = list(row)
+    values[5] = bool(values[5])
+    return StepRecord(*values)
