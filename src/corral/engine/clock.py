@@ -29,6 +29,7 @@ class SystemClock:
 
     async def wait(self, event: asyncio.Event, timeout: float) -> None:
         if event.is_set():
+            await asyncio.sleep(0)  # a waiter in a loop must still let others run
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))

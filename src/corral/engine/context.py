@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints, overload
 
 from corral.engine import payloads
 from corral.engine.crashpoints import crash_point
@@ -31,6 +31,7 @@ from corral.errors import (
     ChildRunFailed,
     LeaseLost,
     NonDeterminismError,
+    NotSerializable,
     SignalTimeout,
     StepFailed,
 )
@@ -132,6 +133,9 @@ class RunContext:
         self._writes: set[asyncio.Future[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lost: LeaseLost | None = None
+        self.nondeterminism: NonDeterminismError | None = None
+        """Set at the first mismatch with the journal; the run fails with it whatever the
+        workflow's code does with the exception (an `except Exception` cannot hide it)."""
         self.random = random.Random(run.run_id)
         """Deterministic randomness: the same sequence every time the run replays."""
 
@@ -142,15 +146,35 @@ class RunContext:
         """True while the code re-executes steps that the journal already holds."""
         return self._next_seq <= self._last_recorded
 
+    @overload
     def step(
         self,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Awaitable[T]],
         /,
         *args: Any,
         name: str | None = None,
         at_most_once: bool = False,
         **kwargs: Any,
-    ) -> Coroutine[Any, Any, T]:
+    ) -> Coroutine[Any, Any, T]: ...
+    @overload
+    def step(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        name: str | None = None,
+        at_most_once: bool = False,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, T]: ...
+    def step(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        name: str | None = None,
+        at_most_once: bool = False,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, Any]:
         """Run `fn(*args, **kwargs)` as a journaled step and return its result.
 
         The body runs at least once (again after a crash before its result was committed), with
@@ -213,6 +237,8 @@ class RunContext:
     def _check_open(self) -> None:
         if self._lost is not None:
             raise self._lost
+        if self.nondeterminism is not None:
+            raise self.nondeterminism
         if self._suspending:
             # A sibling branch is unloading the run: start nothing new; replay will redo this.
             raise Suspend(None)
@@ -223,7 +249,7 @@ class RunContext:
     def _recorded(self, seq: int, kind: StepKind, name: str) -> StepRecord | None:
         record = self._journal.get(seq)
         if record is not None and (record.kind != kind or record.name != name):
-            raise NonDeterminismError(
+            self.nondeterminism = NonDeterminismError(
                 f"run {self.run_id}, step {seq}: the journal recorded {record.kind} "
                 f"{record.name!r} but the workflow code asked for {kind} {name!r}; the code "
                 "changed since the run started (register a new workflow version for changes)",
@@ -232,6 +258,7 @@ class RunContext:
                 recorded=f"{record.kind} {record.name}",
                 requested=f"{kind} {name}",
             )
+            raise self.nondeterminism
         return record
 
     def _write(self, seq: int, kind: StepKind, name: str, **fields: Any) -> StepWrite:
@@ -276,6 +303,7 @@ class RunContext:
         redelivered = record is not None
         if redelivered and record is not None and record.at_most_once:
             raise ReconciliationNeeded(seq, name)
+        lazy_intent: asyncio.Handle | None = None
         if not redelivered:
             crash_point("step.before_intent")
             intent = self._write(seq, "step", name, status="started", at_most_once=at_most_once)
@@ -283,8 +311,10 @@ class RunContext:
                 # Recovery of an at-most-once step depends on its intent: commit it first.
                 await self._store.write_step(intent)
             else:
-                # An at-least-once step's intent only informs; it rides the next group commit.
-                self._submit_nowait(intent)
+                # An at-least-once step's intent only informs (recovery re-runs it either way).
+                # It is queued on the loop's next turn: a body that yields (real I/O) has it
+                # journaled as "started"; one that returns at once is journaled in one write.
+                lazy_intent = asyncio.get_running_loop().call_soon(self._submit_nowait, intent)
         info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered)
         token = _current_step.set(info)
         try:
@@ -311,8 +341,26 @@ class RunContext:
             raise _step_failed(self.run_id, seq, name, payloads.dump_error(exc)) from exc
         finally:
             _current_step.reset(token)
+            if lazy_intent is not None:
+                lazy_intent.cancel()  # a no-op if it already ran
         crash_point("step.after_effect")
-        text = payloads.dump(value, return_type, where=f"step {seq} ({name}) of run {self.run_id}")
+        try:
+            text = payloads.dump(
+                value, return_type, where=f"step {seq} ({name}) of run {self.run_id}"
+            )
+        except NotSerializable as exc:
+            # The body ran: journal the failure so a replay raises it again instead of re-running.
+            await self._store.write_step(
+                self._write(
+                    seq,
+                    "step",
+                    name,
+                    status="failed",
+                    at_most_once=at_most_once,
+                    error=payloads.dump_error(exc),
+                )
+            )
+            raise
         await self._store.write_step(
             self._write(
                 seq, "step", name, status="succeeded", at_most_once=at_most_once, result=text
@@ -475,9 +523,11 @@ class RunContext:
 
     def check_replayed_all(self) -> None:
         """At the end of a run, the journal must hold no step the code did not ask for."""
+        if self.nondeterminism is not None:
+            raise self.nondeterminism
         if self._last_recorded >= self._next_seq:
-            extra = self._journal[self._last_recorded]
-            raise NonDeterminismError(
+            extra = self._journal[min(s for s in self._journal if s >= self._next_seq)]
+            self.nondeterminism = NonDeterminismError(
                 f"run {self.run_id}: the workflow finished after {self._next_seq - 1} steps but "
                 f"the journal holds step {extra.seq} ({extra.kind} {extra.name!r}); the code "
                 "changed since the run started",
@@ -486,6 +536,7 @@ class RunContext:
                 recorded=f"{extra.kind} {extra.name}",
                 requested="(end of workflow)",
             )
+            raise self.nondeterminism
 
     def enter(self) -> contextvars.Token[RunContext | None]:
         return _current_context.set(self)
@@ -511,8 +562,16 @@ class ChildHandle:
         return self._ctx._wait_for_child(seq, self)
 
 
-def _step_failed(run_id: str, seq: int, name: str, error: str | None) -> StepFailed:
+def _step_failed(
+    run_id: str, seq: int, name: str, error: str | None
+) -> StepFailed | NotSerializable:
     cause = json.loads(error or "{}")
+    if cause.get("code") == NotSerializable.code:
+        return NotSerializable(
+            cause.get("message", ""),
+            where=cause.get("where"),
+            value_type=cause.get("value_type"),
+        )
     return StepFailed(
         f"step {seq} ({name}) of run {run_id} failed: {cause.get('type')}: {cause.get('message')}",
         run_id=run_id,

@@ -156,9 +156,17 @@ class Corral:
         return run
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, workflow: str | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        parent_run_id: str | None = None,
+        limit: int = 100,
     ) -> list[RunRecord]:
-        return await self.store.list_runs(status=status, workflow=workflow, limit=limit)
+        """Runs, newest first, filtered by status, workflow name or parent run."""
+        return await self.store.list_runs(
+            status=status, workflow=workflow, parent_run_id=parent_run_id, limit=limit
+        )
 
     async def journal(self, run_id: str) -> list[StepRecord]:
         await self.get_run(run_id)

@@ -13,7 +13,13 @@ from corral.engine.clock import Clock
 from corral.engine.context import ReconciliationNeeded, RunContext, Suspend
 from corral.engine.crashpoints import crash_point
 from corral.engine.workflows import WorkflowRegistry
-from corral.errors import CorralError, LeaseLost, NeedsReconciliation, UnknownWorkflow
+from corral.errors import (
+    CorralError,
+    LeaseLost,
+    NeedsReconciliation,
+    StoreUnavailable,
+    UnknownWorkflow,
+)
 from corral.store import RunRecord, Store
 
 log = logging.getLogger("corral.engine")
@@ -79,7 +85,7 @@ async def execute_run(
     token = ctx.enter()
     try:
         try:
-            value = await workflow.fn(ctx, workflow.decode_input(run.input))
+            value = await workflow.call(ctx, run.input)
             ctx.check_replayed_all()
             await ctx.drain()
             result = workflow.encode_output(value)
@@ -109,9 +115,11 @@ async def execute_run(
                 now=clock.now(),
             )
             return Execution(run.run_id, "needs_reconciliation")
-        except LeaseLost:
+        except (LeaseLost, StoreUnavailable):
+            # Not the run's fault: leave it to be resumed (released now, or when its lease ends).
             raise
-        except Exception as exc:
+        except Exception as caught:
+            failure = ctx.nondeterminism or caught
             await _settle_quietly(ctx)
             crash_point("run.before_finish")
             await store.finish_run(
@@ -119,11 +127,11 @@ async def execute_run(
                 epoch,
                 status="failed",
                 result=None,
-                error=payloads.dump_error(exc),
+                error=payloads.dump_error(failure),
                 now=clock.now(),
             )
-            if not isinstance(exc, CorralError):
-                log.info("run %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
+            if not isinstance(failure, CorralError):
+                log.info("run %s failed: %s: %s", run.run_id, type(failure).__name__, failure)
             return Execution(run.run_id, "failed")
         crash_point("run.before_finish")
         await store.finish_run(
@@ -141,7 +149,7 @@ async def _settle_quietly(ctx: RunContext) -> None:
     """Let sibling branches finish before recording a failure; their own errors are moot."""
     try:
         await ctx.settle()
-    except LeaseLost:
+    except (LeaseLost, StoreUnavailable):
         raise
     except (Exception, Suspend, ReconciliationNeeded):
         pass

@@ -9,6 +9,7 @@ replay; the old worker's writes carry the old epoch and are refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -103,10 +104,12 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat {self.worker_id}")
         try:
             while not self._stopping:
+                # Cleared before each claim: whatever sets it later (a new run, a signal, a
+                # finished run freeing a slot) wakes the wait below.
+                self._wakeup.clear()
                 free = self.concurrency - len(self._active)
                 claimed: list[RunRecord] = []
                 if free > 0:
-                    self._wakeup.clear()
                     try:
                         claimed = await self._store.claim_runs(
                             worker_id=self.worker_id,
@@ -169,8 +172,14 @@ class Worker:
         except asyncio.CancelledError:
             log.info("worker %s dropped run %s", self.worker_id, run.run_id)
         except CorralError as exc:
-            # The store failed under the run. Its lease will expire and it will be resumed.
+            # The store failed under the run: hand it back (if the store lets us) so that it is
+            # resumed soon; otherwise its lease expires and it is resumed then.
             log.warning("worker %s: run %s stopped: %s", self.worker_id, run.run_id, exc)
+            with contextlib.suppress(CorralError):
+                now = self._clock.now()
+                await self._store.release_run(
+                    run.run_id, run.lease_epoch, wake_at=now + 1.0, now=now
+                )
         except Exception:
             log.exception("worker %s: run %s crashed the executor", self.worker_id, run.run_id)
         finally:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints, overload
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from corral.engine import payloads
 from corral.errors import InvalidInput, UnknownWorkflow, UsageError
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 I = TypeVar("I")
 O = TypeVar("O")
 
-WorkflowFunction = Callable[["RunContext", I], Awaitable[O]]
+WorkflowFunction = (
+    Callable[["RunContext", I], Awaitable[O]] | Callable[["RunContext"], Awaitable[O]]
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,16 +35,22 @@ class Workflow(Generic[I, O]):
     version: str = "1"
     input_type: Any = field(default=None)
     output_type: Any = field(default=None)
+    takes_input: bool = True
+    """False for `async def fn(ctx)`: the run's input is then always null."""
 
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
 
     def encode_input(self, value: Any) -> str:
-        """Validate an input (a model, a dict, or JSON text) against the input type; return JSON."""
+        """Validate an input against the input type and return it as JSON.
+
+        `value` is a Python value (a model, a dict, a string…) or `bytes` holding JSON text (as
+        the CLI and the API pass it).
+        """
         where = f"input of workflow {self.name!r}"
         if payloads.is_untyped(self.input_type):
-            if isinstance(value, str | bytes):
+            if isinstance(value, bytes):
                 try:
                     value = json.loads(value)
                 except ValueError as exc:
@@ -52,10 +60,7 @@ class Workflow(Generic[I, O]):
             return payloads.dump(value, None, where=where)
         adapter = payloads.adapter(self.input_type)
         try:
-            if isinstance(value, str | bytes):
-                typed = adapter.validate_json(value)
-            else:
-                typed = adapter.validate_python(value)
+            typed = _validate(adapter, value)
         except ValidationError as exc:
             raise InvalidInput(
                 f"{where} failed its schema ({_type_name(self.input_type)}): "
@@ -68,12 +73,30 @@ class Workflow(Generic[I, O]):
         result: I = payloads.load(text, self.input_type)
         return result
 
+    async def call(self, ctx: RunContext, input_text: str) -> O:
+        """Run the workflow's code on the run's stored input."""
+        if self.takes_input:
+            return await self.fn(ctx, self.decode_input(input_text))  # type: ignore[call-arg]
+        return await self.fn(ctx)  # type: ignore[call-arg]
+
     def encode_output(self, value: O) -> str:
         return payloads.dump(value, self.output_type, where=f"workflow {self.name!r}")
 
     def decode_output(self, text: str | None) -> O:
         result: O = payloads.load(text, self.output_type)
         return result
+
+
+def _validate(adapter: TypeAdapter[Any], value: Any) -> Any:
+    """Bytes are JSON text; a str that is not itself a valid input is tried as JSON text."""
+    if isinstance(value, bytes):
+        return adapter.validate_json(value)
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        if isinstance(value, str) and value.lstrip()[:1] in ("{", "[", '"'):
+            return adapter.validate_json(value)
+        raise
 
 
 def _type_name(type_: Any) -> str:
@@ -99,6 +122,7 @@ def _workflow_from(fn: WorkflowFunction[I, O], name: str | None, version: str) -
         version=version,
         input_type=input_type,
         output_type=output_type,
+        takes_input=len(params) == 2,
     )
 
 

@@ -83,10 +83,12 @@ class SQLiteStore:
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 5.0, create: bool = True) -> None:
+        """`create=False` refuses to create a missing database (for commands that only read)."""
         self.url = url
         self.path, self.synchronous = parse_sqlite_url(url)
         self._busy_timeout = busy_timeout
+        self._create = create
         self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._reader_conn: sqlite3.Connection | None = None
@@ -96,6 +98,11 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._writer is not None:
             return
+        if not self._create and not self.path.exists():
+            raise StoreError(
+                f"no Corral database at {self.path} (check --database-url / CORRAL_DATABASE_URL)",
+                path=str(self.path),
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -147,6 +154,8 @@ class SQLiteStore:
     def _prepare_schema(self, conn: sqlite3.Connection) -> None:
         migrations = load_migrations("sqlite")
         latest = migrations[-1].version
+        if self._schema_version(conn) == latest:
+            return  # the common case needs no write lock: readers work beside a busy writer
         conn.execute("BEGIN IMMEDIATE")
         try:
             current = self._schema_version(conn)
@@ -212,6 +221,9 @@ class SQLiteStore:
             "not a database" in text or "malformed" in text
         ):
             return StoreError(f"{where} is not a Corral database or is corrupt: {text}", path=where)
+        if isinstance(exc, sqlite3.IntegrityError):
+            # A constraint says no: trying again cannot help.
+            return StoreError(f"{where}: {text}", path=where)
         if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
             return StoreError(f"cannot open {where}: {text}", path=where)
         if isinstance(exc, sqlite3.Error):
@@ -251,11 +263,7 @@ class SQLiteStore:
             current = row[0] if row else None
             batch.epochs[run_id] = current
         if current != epoch:
-            raise LeaseLost(
-                f"run {run_id}: lease epoch {epoch} is no longer current",
-                run_id=run_id,
-                epoch=epoch,
-            )
+            raise _lease_lost(run_id, epoch)
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -409,8 +417,11 @@ class SQLiteStore:
 
     def submit_step(self, write: StepWrite) -> asyncio.Future[None]:
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
-            self._fence(conn, batch, write.run_id, write.epoch)
-            _write_step(conn, write)
+            if write.status == "started":
+                self._fence(conn, batch, write.run_id, write.epoch)
+                _write_step(conn, write)
+            elif not _write_outcome_fenced(conn, write):
+                raise _lease_lost(write.run_id, write.epoch)
 
         return self._submit(op)
 
@@ -625,6 +636,49 @@ def _write_step(conn: sqlite3.Connection, write: StepWrite) -> None:
             write.at,
             write.at,
         ),
+    )
+
+
+_OUTCOME_FENCED = """
+    INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, result, error,
+                       started_at, finished_at)
+    SELECT :run_id, :seq, :kind, :name, :status, :at_most_once, :detail, :result, :error,
+           :at, :at
+    WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND lease_epoch = :epoch
+                                       AND status = 'running')
+    ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, result = excluded.result,
+        error = excluded.error, finished_at = excluded.finished_at,
+        detail = coalesce(excluded.detail, steps.detail)
+"""
+
+
+def _write_outcome_fenced(conn: sqlite3.Connection, write: StepWrite) -> bool:
+    """Journal a step's outcome if `write.epoch` holds the run's lease; False if it does not.
+
+    The lease check is part of the statement: the hot path of every step is one statement.
+    """
+    cursor = conn.execute(
+        _OUTCOME_FENCED,
+        {
+            "run_id": write.run_id,
+            "seq": write.seq,
+            "kind": write.kind,
+            "name": write.name,
+            "status": write.status,
+            "at_most_once": int(write.at_most_once),
+            "detail": write.detail,
+            "result": write.result,
+            "error": write.error,
+            "at": write.at,
+            "epoch": write.epoch,
+        },
+    )
+    return cursor.rowcount > 0
+
+
+def _lease_lost(run_id: str, epoch: int) -> LeaseLost:
+    return LeaseLost(
+        f"run {run_id}: lease epoch {epoch} is no longer current", run_id=run_id, epoch=epoch
     )
 
 

@@ -28,6 +28,7 @@ class FakeClock:
 
     async def wait(self, event: asyncio.Event, timeout: float) -> None:
         if event.is_set():
+            await asyncio.sleep(0)
             return
         waiter = asyncio.ensure_future(event.wait())
         sleeper = asyncio.ensure_future(self.sleep(timeout))

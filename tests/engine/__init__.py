@@ -1,0 +1,1 @@
+"""Tests of corral.engine: steps, replay, timers, signals, children, leases, workers."""

@@ -1,0 +1,1 @@
+"""Tests of corral.store: the contract every backend passes, and SQLite specifics."""
