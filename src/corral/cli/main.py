@@ -1,0 +1,122 @@
+"""The `corral` command: global options, the command tree, and the console-script entry point."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+import corral
+from corral.cli import runs, signals, start, worker, workflows
+from corral.cli.app_loading import ensure_cwd_on_path
+from corral.cli.exits import EXIT_CODES_HELP
+from corral.cli.session import DEFAULT_BUSY_TIMEOUT, Settings
+from corral.store import DEFAULT_DATABASE_URL
+
+EPILOG = f"""\
+Examples:
+
+  corral run greet --input '{{"name": "Ada"}}' --wait
+
+  corral --app myproject.flows worker
+
+  corral runs list --status waiting
+
+  corral runs show RUN_ID
+
+Every option has an environment variable (CORRAL_DATABASE_URL, CORRAL_APP, CORRAL_BUSY_TIMEOUT).
+
+{EXIT_CODES_HELP}
+
+Reference: docs/cli.md
+"""
+
+app = typer.Typer(
+    name="corral",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"corral {corral.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str,
+        typer.Option(
+            "--database-url",
+            metavar="URL",
+            envvar="CORRAL_DATABASE_URL",
+            help="Where runs live: sqlite:///relative/path.db or sqlite:////absolute/path.db. "
+            "The default is a file under ./.corral/.",
+        ),
+    ] = DEFAULT_DATABASE_URL,
+    app_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            metavar="MODULE[:ATTR]",
+            envvar="CORRAL_APP",
+            help="Where your workflows live: a module (every workflow at its top level), or "
+            "MODULE:ATTR naming a Corral instance, a workflow, or a list of workflows. Imported "
+            "from the current directory. Default: the demo workflows, if installed.",
+            show_default=False,
+        ),
+    ] = None,
+    busy_timeout: Annotated[
+        float,
+        typer.Option(
+            "--busy-timeout",
+            metavar="SECONDS",
+            envvar="CORRAL_BUSY_TIMEOUT",
+            min=0,
+            help="How long to wait for a database locked by another process before giving up "
+            "(exit 3).",
+        ),
+    ] = DEFAULT_BUSY_TIMEOUT,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print Corral's version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Corral: durable workflows for fleets of LLM agents.
+
+    Start runs, run workers, and inspect, signal and cancel runs, on a SQLite database.
+    """
+    ensure_cwd_on_path()
+    ctx.obj = Settings(database_url=database_url, app=app_ref, busy_timeout=busy_timeout)
+
+
+start.register(app)
+worker.register(app)
+app.add_typer(runs.runs_app, name="runs")
+signals.register(app)
+workflows.register(app)
+
+
+def main() -> None:
+    """The `corral` console script."""
+    try:
+        app(prog_name="corral")
+    except BrokenPipeError:
+        # The reader went away (`corral runs list | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

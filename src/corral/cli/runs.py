@@ -1,0 +1,152 @@
+"""`corral runs list|show|cancel`: look at runs and their journals; cancel one."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+import typer
+
+from corral import RunAlreadyFinished
+from corral.cli.display import console, run_detail, runs_table
+from corral.cli.exits import reporting_errors
+from corral.cli.session import Settings, run_async
+from corral.cli.shapes import dumps, run_detail_json, run_json
+from corral.store import RUN_STATUSES, RunRecord, RunStatus, SignalRecord, StepRecord
+
+runs_app = typer.Typer(
+    name="runs",
+    help="List runs, show one with its journal, cancel one.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (see docs/cli.md).")]
+RunIdArgument = Annotated[
+    str, typer.Argument(metavar="RUN_ID", help="The run's id.", show_default=False)
+]
+
+
+def _check_status(value: str | None) -> str | None:
+    if value is not None and value not in RUN_STATUSES:
+        raise typer.BadParameter(
+            f"unknown status {value!r}; valid statuses: {', '.join(RUN_STATUSES)}"
+        )
+    return value
+
+
+@runs_app.command(
+    "list",
+    epilog="Examples:\n\n  corral runs list\n\n  corral runs list --status failed --limit 10"
+    "\n\n  corral runs list --workflow greet --json",
+)
+def list_runs(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            metavar="STATUS",
+            callback=_check_status,
+            help=f"Only runs in this status: {', '.join(RUN_STATUSES)}.",
+            show_default=False,
+        ),
+    ] = None,
+    workflow: Annotated[
+        str | None,
+        typer.Option(
+            "--workflow",
+            "-w",
+            metavar="NAME",
+            help="Only runs of this workflow (its registered name or module:function reference).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="At most this many runs.")
+    ] = 50,
+    json_output: JsonOption = False,
+) -> None:
+    """List runs, newest first: id, workflow@version, status, created and updated (UTC)."""
+    settings = Settings.of(ctx)
+
+    async def fetch() -> list[RunRecord]:
+        async with settings.corral() as corral:
+            return await corral.list_runs(
+                status=cast(RunStatus | None, status), workflow=workflow, limit=limit
+            )
+
+    runs = run_async(fetch)
+    if json_output:
+        typer.echo(dumps({"runs": [run_json(run) for run in runs]}))
+        return
+    if not runs:
+        typer.echo(f"no runs in {settings.database_url}", err=True)
+        return
+    console().print(runs_table(runs))
+
+
+@runs_app.command(
+    "show",
+    epilog="Examples:\n\n  corral runs show 3f1c0d2e-...\n\n  corral runs show RUN_ID --traceback"
+    "\n\n  corral runs show RUN_ID --json | jq '.steps[] | {seq, name, status}'",
+)
+def show_run(
+    ctx: typer.Context,
+    run_id: RunIdArgument,
+    show_traceback: Annotated[
+        bool,
+        typer.Option("--traceback", help="Also print the tracebacks of the run's errors."),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a run: status, workflow, input, result or error, lease, parent and child runs,
+    pending signals, and its journal step by step (results and errors shortened; --json has
+    them complete)."""
+    settings = Settings.of(ctx)
+
+    async def fetch() -> tuple[RunRecord, list[StepRecord], list[RunRecord], list[SignalRecord]]:
+        async with settings.corral() as corral:
+            run = await corral.get_run(run_id)
+            steps = await corral.journal(run_id)
+            children = await corral.store.list_runs(parent_run_id=run_id, limit=1000)
+            signals = await corral.store.list_signals(run_id)
+            # Oldest first: the order in which they were started.
+            return run, steps, sorted(children, key=lambda c: c.created_at), signals
+
+    run, steps, children, signals = run_async(fetch)
+    if json_output:
+        typer.echo(dumps(run_detail_json(run, steps, children, signals)))
+        return
+    with reporting_errors():
+        console().print(run_detail(run, steps, children, signals, show_traceback=show_traceback))
+
+
+@runs_app.command(
+    "cancel",
+    epilog="Example:\n\n  corral runs cancel 3f1c0d2e-...\n\nCancelling a run that is already "
+    "cancelled succeeds; one that succeeded or failed is an error (exit 2).",
+)
+def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOption = False) -> None:
+    """Cancel a run that has not finished, and its unfinished child runs. A worker executing it
+    stops at its next write; nothing it does afterwards is recorded."""
+    settings = Settings.of(ctx)
+
+    async def cancel() -> tuple[RunRecord, bool]:
+        async with settings.corral() as corral:
+            try:
+                return await corral.cancel(run_id), True
+            except RunAlreadyFinished:
+                run = await corral.get_run(run_id)
+                if run.status != "cancelled":
+                    raise
+                return run, False
+
+    run, cancelled_now = run_async(cancel)
+    if json_output:
+        typer.echo(dumps(run_json(run)))
+        return
+    if cancelled_now:
+        typer.echo(f"cancelled run {run.run_id}")
+    else:
+        typer.echo(f"run {run.run_id} was already cancelled")

@@ -1,0 +1,81 @@
+"""The global options of one `corral` invocation, and the `Corral` instance built from them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import typer
+
+from corral import Corral, Workflow
+from corral.cli.exits import reporting_errors
+from corral.store import SQLiteStore, Store, open_store
+
+T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the root command's options (or their environment variables) say."""
+
+    database_url: str
+    app: str | None
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+
+    @staticmethod
+    def of(ctx: typer.Context) -> Settings:
+        settings = ctx.find_object(Settings)
+        if settings is None:  # a command invoked without the root callback (never from `corral`)
+            raise RuntimeError("corral CLI settings are missing from the command context")
+        return settings
+
+    def open_store(self) -> Store:
+        """The store of `--database-url`, with the CLI's busy timeout for SQLite."""
+        if self.database_url.split(":", 1)[0].lower() == "sqlite":
+            return SQLiteStore(self.database_url, busy_timeout=self.busy_timeout)
+        return open_store(self.database_url)
+
+    def corral(self, workflows: Iterable[Workflow[Any, Any]] = (), **options: Any) -> Corral:
+        """A fresh `Corral` on the CLI's database; use it as `async with`, so the store closes."""
+        return Corral(store=self.open_store(), workflows=workflows, **options)
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's async body with the CLI's error reporting around it."""
+    with reporting_errors():
+        return asyncio.run(main())
+
+
+@contextlib.contextmanager
+def on_stop_signals(callback: Callable[[], None]) -> Iterator[None]:
+    """Call `callback` on the first SIGINT or SIGTERM; a second one gets the default behaviour.
+
+    Must be entered inside the running event loop. Where signal handlers cannot be installed
+    (not the main thread), this does nothing.
+    """
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def handle() -> None:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        installed.clear()
+        callback()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, handle)
+        except (RuntimeError, ValueError, NotImplementedError):
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,84 @@
+"""Workflows the CLI tests drive: typed input, a signal wait, a timer, a failure, a child run,
+and a slow run to stop a worker in the middle of.
+
+Loaded with `--app tests.cli.sample_app` (every workflow at top level) or by reference
+(`tests.cli.sample_app:greet`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel
+
+from corral import Corral, RunContext, workflow
+
+
+class GreetIn(BaseModel):
+    name: str
+    times: int = 1
+
+
+class GreetOut(BaseModel):
+    greeting: str
+
+
+async def make_greeting(name: str, times: int) -> str:
+    return " ".join([f"hello {name}"] * times)
+
+
+async def tick(i: int) -> int:
+    await asyncio.sleep(0.1)
+    return i
+
+
+async def explode(reason: str) -> str:
+    raise ValueError(f"kaboom: {reason}")
+
+
+@workflow
+async def greet(ctx: RunContext, inp: GreetIn) -> GreetOut:
+    text: str = await ctx.step(make_greeting, inp.name, inp.times, name="make_greeting")
+    return GreetOut(greeting=text)
+
+
+@workflow
+async def approval(ctx: RunContext, inp: dict[str, Any]) -> dict[str, Any]:
+    """Waits for signal `approve`; its data decides the result."""
+    decision = await ctx.wait_for_signal("approve")
+    return {"request": inp, "decision": decision}
+
+
+@workflow
+async def nap(ctx: RunContext, seconds: float) -> str:
+    await ctx.sleep(seconds)
+    return "rested"
+
+
+@workflow
+async def boom(ctx: RunContext, reason: str) -> str:
+    # (Annotated through the return: mypy infers ctx.step's result type from its context.)
+    return await ctx.step(explode, reason, name="explode")
+
+
+@workflow
+async def count(ctx: RunContext, n: int) -> int:
+    """`n` steps of 0.1s each: long enough to stop a worker in the middle of it."""
+    total = 0
+    for i in range(n):
+        value: int = await ctx.step(tick, i, name=f"tick-{i}")
+        total += value
+    return total
+
+
+@workflow
+async def parent(ctx: RunContext, name: str) -> str:
+    out = await ctx.run_child(greet, {"name": name, "times": 2})
+    return str(out.greeting).upper()
+
+
+# `--app tests.cli.sample_app:corral` takes the workflows of this instance (only `greet`);
+# `--app tests.cli.sample_app:pair` a list of workflows.
+corral = Corral("sqlite:///unused-by-the-cli.db", workflows=[greet])
+pair = [greet, boom]
