@@ -7,6 +7,7 @@ current directory. The repository root is on the import path so `tests.cli.sampl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from corral.cli.main import app
+from corral.store import SQLiteStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_APP = "tests.cli.sample_app"
@@ -48,7 +50,16 @@ Invoke = Callable[..., Outcome]
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'corral.db'}"
+    """An empty Corral database (commands about existing runs refuse to create one)."""
+    url = f"sqlite:///{tmp_path / 'corral.db'}"
+
+    async def create() -> None:
+        store = SQLiteStore(url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(create())
+    return url
 
 
 @pytest.fixture

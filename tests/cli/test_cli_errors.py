@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,3 +146,19 @@ def test_version(cli: Invoke) -> None:
 
 def test_an_unknown_command_is_a_usage_error(cli: Invoke) -> None:
     assert cli("launch").exit_code == 2
+
+
+def test_reading_commands_do_not_create_a_database(tmp_path: Path) -> None:
+    """A mistyped --database-url is reported, and no file or folder appears."""
+    missing = tmp_path / "typo" / "corral.db"
+    for args in (["runs", "list"], ["runs", "show", "r-1"], ["signal", "r-1", "go"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "corral.cli", "--database-url", f"sqlite:///{missing}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 3, done.stderr
+        assert f"no Corral database at {missing}" in done.stderr
+        assert not missing.parent.exists()

@@ -136,7 +136,7 @@ def test_a_corrupt_database_exits_3(corral_exe: Invoke, tmp_path: Path) -> None:
 def test_a_locked_database_exits_3(
     corral_exe: Invoke, tmp_path: Path, hold_write_lock: LockHolder
 ) -> None:
-    assert corral_exe("runs", "list").exit_code == 0  # creates the database
+    assert corral_exe("run", "greet", "-i", '{"name": "a"}').exit_code == 0  # creates the db
     hold_write_lock(tmp_path / "corral.db")
     locked = corral_exe("--busy-timeout", "0.2", "run", "greet", "-i", '{"name": "x"}')
     locked.no_traceback()

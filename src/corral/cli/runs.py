@@ -71,7 +71,7 @@ def list_runs(
     settings = Settings.of(ctx)
 
     async def fetch() -> list[RunRecord]:
-        async with settings.corral() as corral:
+        async with settings.corral(existing=True) as corral:
             return await corral.list_runs(
                 status=cast(RunStatus | None, status), workflow=workflow, limit=limit
             )
@@ -106,7 +106,7 @@ def show_run(
     settings = Settings.of(ctx)
 
     async def fetch() -> tuple[RunRecord, list[StepRecord], list[RunRecord], list[SignalRecord]]:
-        async with settings.corral() as corral:
+        async with settings.corral(existing=True) as corral:
             run = await corral.get_run(run_id)
             steps = await corral.journal(run_id)
             children = await corral.store.list_runs(parent_run_id=run_id, limit=1000)
@@ -133,7 +133,7 @@ def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOptio
     settings = Settings.of(ctx)
 
     async def cancel() -> tuple[RunRecord, bool]:
-        async with settings.corral() as corral:
+        async with settings.corral(existing=True) as corral:
             try:
                 return await corral.cancel(run_id), True
             except RunAlreadyFinished:

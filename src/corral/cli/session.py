@@ -35,15 +35,27 @@ class Settings:
             raise RuntimeError("corral CLI settings are missing from the command context")
         return settings
 
-    def open_store(self) -> Store:
-        """The store of `--database-url`, with the CLI's busy timeout for SQLite."""
+    def open_store(self, *, existing: bool = False) -> Store:
+        """The store of `--database-url`, with the CLI's busy timeout for SQLite.
+
+        `existing=True` refuses to create a database: commands about runs that must already
+        exist (list, show, cancel, signal) report a mistyped path instead of creating a file.
+        """
         if self.database_url.split(":", 1)[0].lower() == "sqlite":
-            return SQLiteStore(self.database_url, busy_timeout=self.busy_timeout)
+            return SQLiteStore(
+                self.database_url, busy_timeout=self.busy_timeout, create=not existing
+            )
         return open_store(self.database_url)
 
-    def corral(self, workflows: Iterable[Workflow[Any, Any]] = (), **options: Any) -> Corral:
+    def corral(
+        self,
+        workflows: Iterable[Workflow[Any, Any]] = (),
+        *,
+        existing: bool = False,
+        **options: Any,
+    ) -> Corral:
         """A fresh `Corral` on the CLI's database; use it as `async with`, so the store closes."""
-        return Corral(store=self.open_store(), workflows=workflows, **options)
+        return Corral(store=self.open_store(existing=existing), workflows=workflows, **options)
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -60,7 +60,7 @@ def signal_command(
         value: Any = None if data is None else parse_json(data, source="--data")
 
     async def send() -> tuple[SignalRecord, RunRecord]:
-        async with settings.corral() as corral:
+        async with settings.corral(existing=True) as corral:
             record = await corral.signal(run_id, name, value)
             return record, await corral.get_run(run_id)
 

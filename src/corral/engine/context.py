@@ -95,11 +95,13 @@ def current_step() -> StepInfo | None:
 
 
 @lru_cache(maxsize=1024)
-def _return_type(fn: Callable[..., Any]) -> Any:
+def _step_function(fn: Callable[..., Any]) -> tuple[Any, bool]:
+    """(return annotation, is a coroutine function) of a step body, looked up once."""
     try:
-        return get_type_hints(fn).get("return")
+        return_type = get_type_hints(fn).get("return")
     except Exception:  # unresolvable annotations: treat the result as plain JSON
-        return None
+        return_type = None
+    return return_type, inspect.iscoroutinefunction(fn)
 
 
 class RunContext:
@@ -272,6 +274,18 @@ class RunContext:
             **fields,
         )
 
+    def _submit_intent(self, seq: int, name: str, at: float) -> None:
+        write = StepWrite(
+            run_id=self.run_id,
+            epoch=self._epoch,
+            seq=seq,
+            kind="step",
+            name=name,
+            status="started",
+            at=at,
+        )
+        self._submit_nowait(write)
+
     def _submit_nowait(self, write: StepWrite) -> None:
         """Queue a write for the next group commit without waiting for it."""
         future = self._store.submit_step(write)
@@ -293,7 +307,7 @@ class RunContext:
         at_most_once: bool,
     ) -> Any:
         self._check_open()
-        return_type = _return_type(fn)
+        return_type, is_async = _step_function(fn)
         record = self._recorded(seq, "step", name)
         if record is not None and record.status != "started":
             await asyncio.sleep(0)  # resume in the order a live run would
@@ -306,20 +320,23 @@ class RunContext:
         lazy_intent: asyncio.Handle | None = None
         if not redelivered:
             crash_point("step.before_intent")
-            intent = self._write(seq, "step", name, status="started", at_most_once=at_most_once)
             if at_most_once:
                 # Recovery of an at-most-once step depends on its intent: commit it first.
-                await self._store.write_step(intent)
+                await self._store.write_step(
+                    self._write(seq, "step", name, status="started", at_most_once=True)
+                )
             else:
                 # An at-least-once step's intent only informs (recovery re-runs it either way).
                 # It is queued on the loop's next turn: a body that yields (real I/O) has it
                 # journaled as "started"; one that returns at once is journaled in one write.
-                lazy_intent = asyncio.get_running_loop().call_soon(self._submit_nowait, intent)
+                lazy_intent = asyncio.get_running_loop().call_soon(
+                    self._submit_intent, seq, name, self._clock.now()
+                )
         info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered)
         token = _current_step.set(info)
         try:
             crash_point("step.after_dispatch")
-            if inspect.iscoroutinefunction(fn):
+            if is_async:
                 value = await fn(*args, **kwargs)
             else:
                 value = await asyncio.to_thread(fn, *args, **kwargs)

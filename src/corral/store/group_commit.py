@@ -34,13 +34,17 @@ class Batch:
 
 
 Operation = Callable[[sqlite3.Connection, Batch], T]
+BulkApply = Callable[[sqlite3.Connection, Batch, list[Any]], list[Any]]
+"""Applies many items of one kind at once; returns an outcome (or a CorralError) per item."""
 
 
 @dataclass(slots=True)
 class _Pending(Generic[T]):
-    operation: Operation[T]
+    operation: Operation[T] | None
     future: asyncio.Future[T]
     loop: asyncio.AbstractEventLoop
+    bulk: BulkApply | None = None
+    item: Any = None
 
 
 class GroupCommitWriter:
@@ -79,6 +83,14 @@ class GroupCommitWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Pending(operation, future, loop))
+        return future
+
+    def submit_bulk(self, apply_many: BulkApply, item: Any) -> asyncio.Future[Any]:
+        """Queue `item`; neighbours in the queue with the same `apply_many` are applied together
+        (the journal's hot path: one statement for a whole batch of step writes)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Pending(None, future, loop, apply_many, item))
         return future
 
     # -- the writer thread ---------------------------------------------------------------------
@@ -143,12 +155,23 @@ class GroupCommitWriter:
             error = self._translate(exc)
             return [error for _ in batch]
         try:
-            for item in batch:
+            index = 0
+            while index < len(batch):
+                item = batch[index]
+                if item.bulk is not None:
+                    end = index + 1
+                    while end < len(batch) and batch[end].bulk is item.bulk:
+                        end += 1
+                    outcomes.extend(item.bulk(conn, state, [b.item for b in batch[index:end]]))
+                    index = end
+                    continue
+                assert item.operation is not None
                 try:
                     outcomes.append(item.operation(conn, state))
                 except CorralError as exc:
                     # Refusals (fencing, missing run) are checked before writing: nothing to undo.
                     outcomes.append(exc)
+                index += 1
             conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):

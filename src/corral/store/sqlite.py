@@ -416,14 +416,10 @@ class SQLiteStore:
     # -- journal -------------------------------------------------------------------------------
 
     def submit_step(self, write: StepWrite) -> asyncio.Future[None]:
-        def op(conn: sqlite3.Connection, batch: Batch) -> None:
-            if write.status == "started":
-                self._fence(conn, batch, write.run_id, write.epoch)
-                _write_step(conn, write)
-            elif not _write_outcome_fenced(conn, write):
-                raise _lease_lost(write.run_id, write.epoch)
-
-        return self._submit(op)
+        if self._writer is None:
+            raise StoreError(f"the store at {self.path} is not open", path=str(self.path))
+        future: asyncio.Future[None] = self._writer.submit_bulk(_write_steps, write)
+        return future
 
     async def write_step(self, write: StepWrite) -> None:
         await self.submit_step(write)
@@ -601,79 +597,88 @@ def _insert_run(conn: sqlite3.Connection, new: NewRun) -> None:
     )
 
 
+_INSERT_INTENT = (
+    "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, started_at)"
+    " VALUES (?, ?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
+)
+_UPSERT_OUTCOME = (
+    "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, result, error,"
+    " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status,"
+    " result = excluded.result, error = excluded.error, finished_at = excluded.finished_at,"
+    " detail = coalesce(excluded.detail, steps.detail)"
+)
+
+
+def _intent_row(write: StepWrite) -> tuple[Any, ...]:
+    return (
+        write.run_id,
+        write.seq,
+        write.kind,
+        write.name,
+        int(write.at_most_once),
+        write.detail,
+        write.at,
+    )
+
+
+def _outcome_row(write: StepWrite) -> tuple[Any, ...]:
+    return (
+        write.run_id,
+        write.seq,
+        write.kind,
+        write.name,
+        write.status,
+        int(write.at_most_once),
+        write.detail,
+        write.result,
+        write.error,
+        write.at,
+        write.at,
+    )
+
+
 def _write_step(conn: sqlite3.Connection, write: StepWrite) -> None:
     if write.status == "started":
-        conn.execute(
-            "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, started_at)"
-            " VALUES (?, ?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING",
-            (
-                write.run_id,
-                write.seq,
-                write.kind,
-                write.name,
-                int(write.at_most_once),
-                write.detail,
-                write.at,
-            ),
+        conn.execute(_INSERT_INTENT, _intent_row(write))
+    else:
+        conn.execute(_UPSERT_OUTCOME, _outcome_row(write))
+
+
+def _write_steps(
+    conn: sqlite3.Connection, batch: Batch, writes: list[StepWrite]
+) -> list[LeaseLost | None]:
+    """Journal many step writes: one lease query, then one statement per kind of write."""
+    unknown = list({w.run_id for w in writes if w.run_id not in batch.epochs})
+    for offset in range(0, len(unknown), 500):
+        chunk = unknown[offset : offset + 500]
+        found = dict(
+            conn.execute(
+                "SELECT run_id, lease_epoch FROM runs WHERE status = 'running'"
+                f" AND run_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
         )
-        return
-    conn.execute(
-        "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, result, error,"
-        " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status,"
-        " result = excluded.result, error = excluded.error, finished_at = excluded.finished_at,"
-        " detail = coalesce(excluded.detail, steps.detail)",
-        (
-            write.run_id,
-            write.seq,
-            write.kind,
-            write.name,
-            write.status,
-            int(write.at_most_once),
-            write.detail,
-            write.result,
-            write.error,
-            write.at,
-            write.at,
-        ),
-    )
-
-
-_OUTCOME_FENCED = """
-    INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, result, error,
-                       started_at, finished_at)
-    SELECT :run_id, :seq, :kind, :name, :status, :at_most_once, :detail, :result, :error,
-           :at, :at
-    WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND lease_epoch = :epoch
-                                       AND status = 'running')
-    ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, result = excluded.result,
-        error = excluded.error, finished_at = excluded.finished_at,
-        detail = coalesce(excluded.detail, steps.detail)
-"""
-
-
-def _write_outcome_fenced(conn: sqlite3.Connection, write: StepWrite) -> bool:
-    """Journal a step's outcome if `write.epoch` holds the run's lease; False if it does not.
-
-    The lease check is part of the statement: the hot path of every step is one statement.
-    """
-    cursor = conn.execute(
-        _OUTCOME_FENCED,
-        {
-            "run_id": write.run_id,
-            "seq": write.seq,
-            "kind": write.kind,
-            "name": write.name,
-            "status": write.status,
-            "at_most_once": int(write.at_most_once),
-            "detail": write.detail,
-            "result": write.result,
-            "error": write.error,
-            "at": write.at,
-            "epoch": write.epoch,
-        },
-    )
-    return cursor.rowcount > 0
+        for run_id in chunk:
+            batch.epochs[run_id] = found.get(run_id)
+    outcomes: list[LeaseLost | None] = []
+    intents: list[tuple[Any, ...]] = []
+    finished: list[tuple[Any, ...]] = []
+    for write in writes:
+        if batch.epochs[write.run_id] != write.epoch:
+            outcomes.append(_lease_lost(write.run_id, write.epoch))
+            continue
+        outcomes.append(None)
+        if write.status == "started":
+            intents.append(_intent_row(write))
+        else:
+            finished.append(_outcome_row(write))
+    # An intent never overwrites an outcome (DO NOTHING), so the two statements commute.
+    if intents:
+        conn.executemany(_INSERT_INTENT, intents)
+    if finished:
+        conn.executemany(_UPSERT_OUTCOME, finished)
+    return outcomes
 
 
 def _lease_lost(run_id: str, epoch: int) -> LeaseLost:
