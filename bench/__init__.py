@@ -1,0 +1,1 @@
+"""Corral's benchmark suite: `python -m bench` (or `make bench`) prints a table."""
