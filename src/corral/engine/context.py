@@ -74,6 +74,9 @@ class StepInfo:
     idempotency_key: str
     redelivered: bool
     """True when an earlier attempt was dispatched and may have had its effect (a crash)."""
+    lease_epoch: int
+    """The claim of the run this attempt executes under: attempts by different workers (or by
+    one worker after a takeover) have different epochs."""
 
 
 _current_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
@@ -332,7 +335,7 @@ class RunContext:
                 lazy_intent = asyncio.get_running_loop().call_soon(
                     self._submit_intent, seq, name, self._clock.now()
                 )
-        info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered)
+        info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered, self._epoch)
         token = _current_step.set(info)
         try:
             crash_point("step.after_dispatch")

@@ -145,7 +145,17 @@ class Worker:
     def _launch(self, run: RunRecord) -> None:
         self.stats.claimed += 1
         task = asyncio.create_task(self._execute(run), name=f"run {run.run_id}")
-        self._active[run.run_id] = _Active(task, run.lease_epoch)
+        active = _Active(task, run.lease_epoch)
+        self._active[run.run_id] = active
+        # A done-callback also runs for a task cancelled before it started. Only this claim's
+        # own entry is removed: a later claim of the same run has an entry of its own.
+        # Guarded by tests/durability/test_heartbeat_race.py.
+        task.add_done_callback(lambda _: self._untrack(run.run_id, active))
+
+    def _untrack(self, run_id: str, active: _Active) -> None:
+        if self._active.get(run_id) is active:
+            del self._active[run_id]
+        self._wakeup.set()
 
     def _register_context(self, run_id: str, ctx: RunContext) -> None:
         active = self._active.get(run_id)
@@ -182,9 +192,6 @@ class Worker:
                 )
         except Exception:
             log.exception("worker %s: run %s crashed the executor", self.worker_id, run.run_id)
-        finally:
-            self._active.pop(run.run_id, None)
-            self._wakeup.set()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -199,7 +206,11 @@ class Worker:
             except CorralError as exc:
                 log.warning("worker %s cannot renew leases: %s", self.worker_id, exc)
                 continue
+            asked = dict(leases)
             for run_id in lost:
+                active = self._active.get(run_id)
+                if active is None or active.epoch != asked[run_id]:
+                    continue  # the run was claimed again meanwhile; that newer lease is not lost
                 log.info("worker %s lost the lease on run %s", self.worker_id, run_id)
                 self.drop(run_id)
 
