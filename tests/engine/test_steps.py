@@ -25,7 +25,7 @@ from corral.engine import execute_run
 from corral.store import StepWrite, Store
 from corral.testing import FakeClock
 
-from .harness import Calls, Crash, error_of
+from .harness import Calls, Crash, error_of, eventually
 
 
 class Receipt(BaseModel):
@@ -437,3 +437,90 @@ async def test_at_most_once_step_that_completed_is_not_reconciled(
     await corral.run_until_idle()
     assert await handle.wait_for_result(timeout=5) == "refunded 30"
     assert calls["refund"] == 1
+
+
+async def test_a_suspended_body_is_journaled_as_started_and_a_quick_one_in_one_write(
+    corral: Corral, store: Store
+) -> None:
+    """An at-least-once step's intent is written when its body first suspends, not before."""
+    release = asyncio.Event()
+    cleaned_up: list[str] = []
+
+    async def quick() -> int:
+        return 1
+
+    async def slow() -> int:
+        try:
+            await release.wait()
+            return 2
+        finally:
+            cleaned_up.append("slow")
+
+    @corral.workflow
+    async def flow(ctx: RunContext) -> int:
+        return await ctx.step(quick) + await ctx.step(slow)
+
+    handle = await corral.start(flow)
+    worker = corral.worker(concurrency=1)
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def slow_in_flight() -> bool:
+            journal = await store.load_journal(handle.run_id)
+            return [(s.name, s.status) for s in journal] == [
+                (
+                    "test_a_suspended_body_is_journaled_as_started_and_a_quick_one_in_one_write"
+                    ".<locals>.quick",
+                    "succeeded",
+                ),
+                (
+                    "test_a_suspended_body_is_journaled_as_started_and_a_quick_one_in_one_write"
+                    ".<locals>.slow",
+                    "started",
+                ),
+            ]
+
+        await eventually(slow_in_flight, what="the slow step to be journaled as started")
+        release.set()
+        assert await handle.wait_for_result(timeout=5) == 3
+    finally:
+        worker.stop()
+        await task
+    assert cleaned_up == ["slow"]
+    journal = await store.load_journal(handle.run_id)
+    assert [s.status for s in journal] == ["succeeded", "succeeded"]
+
+
+async def test_cancelling_a_run_reaches_its_suspended_step_body(corral: Corral) -> None:
+    """A cancel thrown into a suspended body arrives there, as with a plain `await`."""
+    entered = asyncio.Event()
+    seen: list[str] = []
+
+    async def hang() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    @corral.workflow
+    async def flow(ctx: RunContext) -> None:
+        await ctx.step(hang)
+
+    handle = await corral.start(flow)
+    worker = corral.worker(concurrency=1)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(entered.wait(), timeout=5)
+        await corral.cancel(handle.run_id)
+        await eventually(lambda: _done(seen), what="the body to see the cancellation")
+    finally:
+        worker.stop()
+        await task
+    assert seen == ["cancelled"]
+    assert await handle.status() == "cancelled"
+
+
+async def _done(seen: list[str]) -> bool:
+    return bool(seen)

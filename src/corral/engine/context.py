@@ -20,7 +20,7 @@ import inspect
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints, overload
@@ -320,7 +320,7 @@ class RunContext:
         redelivered = record is not None
         if redelivered and record is not None and record.at_most_once:
             raise ReconciliationNeeded(seq, name)
-        lazy_intent: asyncio.Handle | None = None
+        submit_intent: Callable[[], None] | None = None
         if not redelivered:
             crash_point("step.before_intent")
             if at_most_once:
@@ -330,18 +330,26 @@ class RunContext:
                 )
             else:
                 # An at-least-once step's intent only informs (recovery re-runs it either way).
-                # It is queued on the loop's next turn: a body that yields (real I/O) has it
-                # journaled as "started"; one that returns at once is journaled in one write.
-                lazy_intent = asyncio.get_running_loop().call_soon(
-                    self._submit_intent, seq, name, self._clock.now()
-                )
+                # It is queued when the body first suspends (real I/O): such a step is journaled
+                # as "started"; a body that returns at once is journaled in one write.
+                started_at = self._clock.now()
+
+                def submit_intent() -> None:
+                    self._submit_intent(seq, name, started_at)
+
         info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered, self._epoch)
         token = _current_step.set(info)
         try:
             crash_point("step.after_dispatch")
             if is_async:
-                value = await fn(*args, **kwargs)
+                body = fn(*args, **kwargs)
+                if submit_intent is None:
+                    value = await body
+                else:
+                    value = await _OnFirstSuspension(body, submit_intent)
             else:
+                if submit_intent is not None:
+                    submit_intent()  # the thread is real concurrency: the body is in flight
                 value = await asyncio.to_thread(fn, *args, **kwargs)
                 if inspect.isawaitable(value):
                     value = await value
@@ -361,8 +369,6 @@ class RunContext:
             raise _step_failed(self.run_id, seq, name, payloads.dump_error(exc)) from exc
         finally:
             _current_step.reset(token)
-            if lazy_intent is not None:
-                lazy_intent.cancel()  # a no-op if it already ran
         crash_point("step.after_effect")
         try:
             text = payloads.dump(
@@ -564,6 +570,43 @@ class RunContext:
     @staticmethod
     def leave(token: contextvars.Token[RunContext | None]) -> None:
         _current_context.reset(token)
+
+
+class _OnFirstSuspension:
+    """Awaits a coroutine, calling `hook` once if (and when) the coroutine first suspends.
+
+    Delegates sends and throws exactly as `await` does, so the coroutine cannot tell.
+    """
+
+    __slots__ = ("_coro", "_hook")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], hook: Callable[[], None]) -> None:
+        self._coro = coro
+        self._hook = hook
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self._coro
+        try:
+            yielded = coro.send(None)
+        except StopIteration as done:
+            return done.value
+        self._hook()
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 class ChildHandle:

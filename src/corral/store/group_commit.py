@@ -132,9 +132,13 @@ class GroupCommitWriter:
             outcomes = [self._apply_one(conn, item) for item in batch]
         self.batches += 1
         self.operations += len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-        for item, outcome in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(item.loop, []).append((item.future, outcome))
+        loop = batch[0].loop
+        if all(item.loop is loop for item in batch):  # the usual case: one event loop
+            by_loop = {loop: [(item.future, o) for item, o in zip(batch, outcomes, strict=True)]}
+        else:
+            by_loop = {}
+            for item, outcome in zip(batch, outcomes, strict=True):
+                by_loop.setdefault(item.loop, []).append((item.future, outcome))
         for loop, results in by_loop.items():
             # RuntimeError: the loop closed while we wrote; nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
