@@ -356,17 +356,8 @@ class RunContext:
         except (asyncio.CancelledError, Suspend, ReconciliationNeeded, LeaseLost):
             raise
         except Exception as exc:
-            await self._store.write_step(
-                self._write(
-                    seq,
-                    "step",
-                    name,
-                    status="failed",
-                    at_most_once=at_most_once,
-                    error=payloads.dump_error(exc),
-                )
-            )
-            raise _step_failed(self.run_id, seq, name, payloads.dump_error(exc)) from exc
+            error = await self._journal_failure(seq, name, at_most_once, exc)
+            raise _step_failed(self.run_id, seq, name, error) from exc
         finally:
             _current_step.reset(token)
         crash_point("step.after_effect")
@@ -376,16 +367,7 @@ class RunContext:
             )
         except NotSerializable as exc:
             # The body ran: journal the failure so a replay raises it again instead of re-running.
-            await self._store.write_step(
-                self._write(
-                    seq,
-                    "step",
-                    name,
-                    status="failed",
-                    at_most_once=at_most_once,
-                    error=payloads.dump_error(exc),
-                )
-            )
+            await self._journal_failure(seq, name, at_most_once, exc)
             raise
         await self._store.write_step(
             self._write(
@@ -394,6 +376,16 @@ class RunContext:
         )
         crash_point("step.after_commit")
         return payloads.load(text, return_type)
+
+    async def _journal_failure(
+        self, seq: int, name: str, at_most_once: bool, exc: BaseException
+    ) -> str:
+        """Journal a step as failed with `exc`; return the stored error."""
+        error = payloads.dump_error(exc)
+        await self._store.write_step(
+            self._write(seq, "step", name, status="failed", at_most_once=at_most_once, error=error)
+        )
+        return error
 
     async def _sleep(self, seq: int, seconds: float) -> None:
         self._check_open()
