@@ -21,6 +21,7 @@ EXPECTED = {
     "RunFailure",
     "RunHandle",
     "RunNotFound",
+    "RunNotReconcilable",
     "SignalTimeout",
     "StepFailed",
     "StepInfo",

@@ -7,6 +7,7 @@ CorralError                         code
 │   ├── InvalidInput                invalid_input
 │   ├── RunNotFound                 run_not_found
 │   ├── RunAlreadyFinished          run_finished
+│   ├── RunNotReconcilable          not_reconcilable
 │   ├── NotSerializable             not_serializable
 │   └── StoreError                  store_error        (bad URL, corrupt file, newer schema)
 │       └── StoreUnavailable        store_unavailable  (locked, unreachable)
@@ -80,6 +81,12 @@ class RunNotFound(UsageError):
 
 class RunAlreadyFinished(UsageError):
     code = "run_finished"
+
+
+class RunNotReconcilable(UsageError):
+    """Only a run in needs_reconciliation, with its at-most-once step in flight, is reconciled."""
+
+    code = "not_reconcilable"
 
 
 class NotSerializable(UsageError):
@@ -166,6 +173,7 @@ __all__ = [
     "RunFailed",
     "RunFailure",
     "RunNotFound",
+    "RunNotReconcilable",
     "RunSignal",
     "SignalTimeout",
     "StepFailed",

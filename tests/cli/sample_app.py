@@ -82,3 +82,13 @@ async def parent(ctx: RunContext, name: str) -> str:
 # `--app tests.cli.sample_app:pair` a list of workflows.
 corral = Corral("sqlite:///unused-by-the-cli.db", workflows=[greet])
 pair = [greet, boom]
+
+
+async def send_wire(amount: int) -> str:
+    return f"wired {amount}"
+
+
+@workflow
+async def wire(ctx: RunContext, amount: int) -> str:
+    """An at-most-once step: a crash while it is in flight stops the run for a person."""
+    return await ctx.step(send_wire, amount, name="send_wire", at_most_once=True)

@@ -31,6 +31,7 @@ def test_a_module_contributes_every_top_level_workflow(cli: Invoke) -> None:
         "greet",
         "nap",
         "parent",
+        "wire",
     ]
 
 

@@ -1,4 +1,4 @@
-"""`corral runs list|show|cancel`: look at runs and their journals; cancel one."""
+"""`corral runs list|show|cancel|reconcile`: look at runs and their journals; act on one."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import typer
 
 from corral import RunAlreadyFinished
 from corral.cli.display import console, run_detail, runs_table
+from corral.cli.exits import fail as fail_usage
 from corral.cli.exits import reporting_errors
+from corral.cli.inputs import parse_json
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, run_detail_json, run_json
 from corral.store import RUN_STATUSES, RunRecord, RunStatus, SignalRecord, StepRecord
 
 runs_app = typer.Typer(
     name="runs",
-    help="List runs, show one with its journal, cancel one.",
+    help="List runs, show one with its journal, cancel one, reconcile one.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -150,3 +152,69 @@ def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOptio
         typer.echo(f"cancelled run {run.run_id}")
     else:
         typer.echo(f"run {run.run_id} was already cancelled")
+
+
+@runs_app.command(
+    "reconcile",
+    epilog="Examples:\n\n"
+    "  corral runs reconcile RUN_ID --retry                 # it did not happen: run it again\n\n"
+    "  corral runs reconcile RUN_ID --result '\"ch_123\"'     # it happened and returned this\n\n"
+    "  corral runs reconcile RUN_ID --fail 'card declined'  # count it as failed",
+)
+def reconcile_run(
+    ctx: typer.Context,
+    run_id: RunIdArgument,
+    result: Annotated[
+        str | None,
+        typer.Option(
+            "--result",
+            metavar="JSON",
+            help="The step took effect and returned this JSON value; the run continues with it.",
+        ),
+    ] = None,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry",
+            help="The step did not take effect: run it again (with the same idempotency key).",
+        ),
+    ] = False,
+    fail: Annotated[
+        str | None,
+        typer.Option(
+            "--fail",
+            metavar="REASON",
+            help="Count the step as failed: the workflow sees StepFailed with REASON.",
+        ),
+    ] = None,
+) -> None:
+    """Settle a run stopped in needs_reconciliation and let it resume.
+
+    Its at-most-once step was in flight when a worker died, so nobody knows whether it took
+    effect. Check the external system, then say what happened with exactly one of --result,
+    --retry or --fail. A worker then resumes the run.
+    """
+    chosen = [
+        name
+        for name, given in (
+            ("--result", result is not None),
+            ("--retry", retry),
+            ("--fail", fail is not None),
+        )
+        if given
+    ]
+    if len(chosen) != 1:
+        fail_usage("say what happened with exactly one of --result JSON, --retry or --fail REASON")
+    settings = Settings.of(ctx)
+    value = None if result is None else parse_json(result, source="--result")
+
+    async def reconcile() -> StepRecord:
+        async with settings.corral(existing=True) as corral:
+            return await corral.reconcile(run_id, retry=retry, result=value, failed=fail)
+
+    step = run_async(reconcile)
+    settled = "will run again" if retry else "failed" if fail is not None else "succeeded"
+    typer.echo(
+        f"run {run_id}: step {step.seq} ({step.name}) {settled}; the run is pending and a "
+        "worker will resume it"
+    )

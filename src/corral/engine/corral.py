@@ -13,10 +13,11 @@ from corral.engine import payloads
 from corral.engine.clock import Clock, SystemClock
 from corral.engine.worker import Worker, WorkerStats
 from corral.engine.workflows import Workflow, WorkflowFunction, WorkflowRegistry, workflow
-from corral.errors import RunFailed, RunNotFound
+from corral.errors import RunFailed, RunNotFound, UsageError
 from corral.store import (
     DEFAULT_DATABASE_URL,
     NewRun,
+    ReconcileOutcome,
     RunRecord,
     RunStatus,
     SignalRecord,
@@ -186,6 +187,40 @@ class Corral:
             worker.drop(run_id)
         self._wakeup.set()
         return record
+
+    async def reconcile(
+        self,
+        run_id: str,
+        *,
+        retry: bool = False,
+        result: Any = None,
+        failed: str | None = None,
+    ) -> StepRecord:
+        """Settle a run stopped in `needs_reconciliation` and let it resume.
+
+        Its at-most-once step was in flight when a worker died. After checking the external
+        system, say what happened: `retry=True` (it did not take effect: run it again, with the
+        same idempotency key), `failed="why"` (count it as failed: the workflow sees
+        `StepFailed`), or neither (it took effect and returned `result`, any JSON value).
+        """
+        if retry and failed is not None:
+            raise UsageError("reconcile with retry=True or failed=..., not both")
+        outcome: ReconcileOutcome = (
+            "retry" if retry else "failed" if failed is not None else "succeeded"
+        )
+        error = (
+            None
+            if failed is None
+            else json.dumps(
+                {"code": "reconciled", "type": "Reconciled", "message": failed},
+            )
+        )
+        stored = None if outcome != "succeeded" else payloads.dump(result, None, where="result")
+        step = await self.store.reconcile_run(
+            run_id, outcome=outcome, result=stored, error=error, now=self.clock.now()
+        )
+        self._wakeup.set()
+        return step
 
     # -- workers -------------------------------------------------------------------------------
 

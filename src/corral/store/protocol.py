@@ -18,6 +18,7 @@ from typing import Protocol
 
 from corral.store.records import (
     NewRun,
+    ReconcileOutcome,
     RunRecord,
     RunStatus,
     SignalRecord,
@@ -125,6 +126,19 @@ class Store(Protocol):
         self, run_id: str, name: str, payload: str, *, now: float
     ) -> SignalRecord:
         """Queue a signal for a run that has not finished and wake it if it waits."""
+
+    async def reconcile_run(
+        self,
+        run_id: str,
+        *,
+        outcome: ReconcileOutcome,
+        result: str | None,
+        error: str | None,
+        now: float,
+    ) -> StepRecord:
+        """Settle the in-flight at-most-once step of a run in `needs_reconciliation` and make the
+        run pending again. `retry` forgets the attempt (the step runs again, same key);
+        `succeeded` records `result`; `failed` records `error`. Returns the settled step."""
 
     async def cancel_run(self, run_id: str, *, now: float) -> RunRecord:
         """Cancel a run and its unfinished descendants; fence off any worker executing them."""

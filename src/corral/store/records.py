@@ -22,6 +22,10 @@ StepStatus = Literal["started", "succeeded", "failed"]
 StepKind = Literal["step", "sleep", "signal", "child.start", "child.result", "now"]
 STEP_KINDS: tuple[StepKind, ...] = get_args(StepKind)
 
+ReconcileOutcome = Literal["retry", "succeeded", "failed"]
+"""What a person found an at-most-once step in flight at a crash did: it did not take effect
+(run it again), it did (here is its result), or it must count as failed."""
+
 DEFAULT_TENANT = "default"
 
 

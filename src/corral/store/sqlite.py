@@ -23,6 +23,7 @@ from corral.errors import (
     LeaseLost,
     RunAlreadyFinished,
     RunNotFound,
+    RunNotReconcilable,
     StoreError,
     StoreUnavailable,
 )
@@ -32,6 +33,7 @@ from corral.store.records import (
     FINISHED_STATUSES,
     RUN_STATUSES,
     NewRun,
+    ReconcileOutcome,
     RunRecord,
     RunStatus,
     SignalRecord,
@@ -530,6 +532,56 @@ class SQLiteStore:
             _wake(conn, run_id, now)
             assert cursor.lastrowid is not None
             return SignalRecord(cursor.lastrowid, run_id, name, payload, now, None)
+
+        return await self._submit(op)
+
+    async def reconcile_run(
+        self,
+        run_id: str,
+        *,
+        outcome: ReconcileOutcome,
+        result: str | None,
+        error: str | None,
+        now: float,
+    ) -> StepRecord:
+        def op(conn: sqlite3.Connection, batch: Batch) -> StepRecord:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+            if row[0] != "needs_reconciliation":
+                raise RunNotReconcilable(
+                    f"run {run_id} has status {row[0]}; only a run in needs_reconciliation can be"
+                    " reconciled",
+                    run_id=run_id,
+                    status=row[0],
+                )
+            step = conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND status = 'started'"
+                " AND at_most_once = 1 ORDER BY seq LIMIT 1",
+                (run_id,),
+            ).fetchone()
+            if step is None:
+                raise RunNotReconcilable(
+                    f"run {run_id} has no at-most-once step in flight", run_id=run_id
+                )
+            in_flight = _step(step)
+            if outcome == "retry":
+                conn.execute(
+                    "DELETE FROM steps WHERE run_id = ? AND seq = ?", (run_id, in_flight.seq)
+                )
+            else:
+                conn.execute(
+                    "UPDATE steps SET status = ?, result = ?, error = ?, finished_at = ?"
+                    " WHERE run_id = ? AND seq = ?",
+                    (outcome, result, error, now, run_id, in_flight.seq),
+                )
+            conn.execute(
+                "UPDATE runs SET status = 'pending', error = NULL, wake_at = NULL,"
+                " updated_at = ? WHERE run_id = ?",
+                (now, run_id),
+            )
+            batch.epochs.pop(run_id, None)
+            return in_flight
 
         return await self._submit(op)
 
