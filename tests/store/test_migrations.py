@@ -1,6 +1,6 @@
 """Migrations: numbered files applied in order; a fresh database equals a migrated one.
 
-Written over whatever files `corral/store/migrations/sqlite/` holds, so a new migration is
+Written over whatever files `corral/store/migrations/` holds (shared and SQLite's own), so a new migration is
 checked here as soon as it is added.
 """
 
@@ -59,8 +59,15 @@ def apply_migration(path: Path, migration: Migration) -> None:
 
 
 def test_migration_files_are_numbered_1_to_n() -> None:
-    folder = files("corral.store.migrations").joinpath("sqlite")
-    sql_files = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    # Shared files and dialect overrides together make the dialect's set.
+    sql_files = sorted(
+        {
+            entry.name
+            for folder in ("common", "sqlite")
+            for entry in files("corral.store.migrations").joinpath(folder).iterdir()
+            if entry.name.endswith(".sql")
+        }
+    )
     # A file the loader's pattern would skip silently is a migration that never runs.
     assert all(_FILE_NAME.match(name) for name in sql_files), sql_files
     assert [int(name[:4]) for name in sql_files] == list(range(1, len(sql_files) + 1))

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,13 @@ from corral.errors import (
     StoreUnavailable,
 )
 from corral.store.group_commit import Batch, GroupCommitWriter
-from corral.store.migrations import Migration, load_migrations
+from corral.store.migrations import (
+    SCHEMA_TABLE,
+    Migration,
+    SchemaStatus,
+    refuse_unless_current,
+    schema_status,
+)
 from corral.store.records import (
     FINISHED_STATUSES,
     RUN_STATUSES,
@@ -154,33 +161,21 @@ class SQLiteStore:
         return conn
 
     def _prepare_schema(self, conn: sqlite3.Connection) -> None:
-        migrations = load_migrations("sqlite")
-        latest = migrations[-1].version
-        if self._schema_version(conn) == latest:
+        """Create an empty database's schema; refuse a database at another version."""
+        if self._status(conn).up_to_date:
             return  # the common case needs no write lock: readers work beside a busy writer
         conn.execute("BEGIN IMMEDIATE")
         try:
-            current = self._schema_version(conn)
-            if current is None:
-                self._apply(conn, migrations)
-            elif current > latest:
-                raise StoreError(
-                    f"{self.path} has schema version {current}, newer than this Corral "
-                    f"understands ({latest}); upgrade Corral to use it",
-                    path=str(self.path),
-                )
-            elif current < latest:
-                raise StoreError(
-                    f"{self.path} has schema version {current}; this Corral needs {latest}. "
-                    "Run `corral db migrate` to upgrade it (back it up first)",
-                    path=str(self.path),
-                )
+            status = self._status(conn)
+            if status.current is None:
+                self._apply(conn, status.pending)
+            refuse_unless_current(self._status(conn), str(self.path))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
-    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+    def _status(self, conn: sqlite3.Connection) -> SchemaStatus:
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
@@ -191,23 +186,65 @@ class SQLiteStore:
                     f"(it has tables {sorted(tables)[:5]}); point Corral at another file",
                     path=str(self.path),
                 )
-            return None
+            return schema_status(None, "sqlite")
         row = conn.execute("SELECT max(version) FROM corral_schema").fetchone()
-        return int(row[0]) if row and row[0] is not None else None
+        return schema_status(int(row[0]) if row and row[0] is not None else None, "sqlite")
 
     def _apply(self, conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS corral_schema ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION)"
-        )
+        conn.execute(SCHEMA_TABLE)
         for migration in migrations:
             for statement in migration.statements():
                 conn.execute(statement)
             conn.execute(
-                "INSERT INTO corral_schema (version, name, applied_at)"
-                " VALUES (?, ?, julianday('now'))",
-                (migration.version, migration.name),
+                "INSERT INTO corral_schema (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
             )
+
+    async def schema_status(self) -> SchemaStatus:
+        """The database's schema version against this Corral's (works on any version)."""
+
+        def read() -> SchemaStatus:
+            if not self.path.exists():
+                return schema_status(None, "sqlite")
+            conn = self._connect()
+            try:
+                return self._status(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.get_running_loop().run_in_executor(None, self._guarded(read))
+
+    async def migrate(self) -> list[Migration]:
+        """Apply the pending migrations in one transaction; return them (none if up to date)."""
+
+        def apply() -> list[Migration]:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    status = self._status(conn)
+                    if status.current is not None and status.current > status.latest:
+                        refuse_unless_current(status, str(self.path))
+                    self._apply(conn, status.pending)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                return list(status.pending)
+            finally:
+                conn.close()
+
+        return await asyncio.get_running_loop().run_in_executor(None, self._guarded(apply))
+
+    def _guarded(self, fn: Callable[[], T]) -> Callable[[], T]:
+        def call() -> T:
+            try:
+                return fn()
+            except Exception as exc:
+                raise self._translate(exc) from exc
+
+        return call
 
     def _translate(self, exc: Exception) -> Exception:
         if isinstance(exc, StoreError | LeaseLost | RunNotFound | RunAlreadyFinished):

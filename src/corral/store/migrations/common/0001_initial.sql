@@ -53,7 +53,7 @@ CREATE TABLE steps (
 );
 
 CREATE TABLE signals (
-    signal_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    signal_id     {{serial_primary_key}},
     run_id        TEXT NOT NULL REFERENCES runs (run_id),
     name          TEXT NOT NULL,
     payload       TEXT NOT NULL,
