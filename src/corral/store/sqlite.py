@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import sqlite3
 import time
@@ -47,20 +46,20 @@ from corral.store.records import (
     StepRecord,
     StepWrite,
 )
+from corral.store.rows import (
+    CANCELLED_ERROR,
+    INSERT_INTENT,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    UPSERT_OUTCOME,
+    intent_row,
+    outcome_row,
+    run_from_row,
+    step_from_row,
+)
 
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
-
-CANCELLED_ERROR = json.dumps({"code": "cancelled", "type": "Cancelled", "message": "cancelled"})
-
-_RUN_COLUMNS = (
-    "run_id, tenant, workflow, workflow_version, status, input, result, error, idempotency_key,"
-    " parent_run_id, parent_step_seq, created_at, updated_at, wake_at, wake_seq, lease_owner,"
-    " lease_epoch, lease_expires_at, claims"
-)
-_STEP_COLUMNS = (
-    "run_id, seq, kind, name, status, at_most_once, detail, result, error, started_at, finished_at"
-)
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, Synchronous]:
@@ -310,25 +309,25 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection, batch: Batch) -> tuple[RunRecord, bool]:
             if new.idempotency_key is not None:
                 existing = conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = ? AND idempotency_key = ?",
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE tenant = ? AND idempotency_key = ?",
                     (new.tenant, new.idempotency_key),
                 ).fetchone()
                 if existing is not None:
-                    return _run(existing), False
+                    return run_from_row(existing), False
             _insert_run(conn, new)
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (new.run_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (new.run_id,)
             ).fetchone()
-            return _run(row), True
+            return run_from_row(row), True
 
         return await self._submit(op)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def query(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            return _run(row) if row else None
+            return run_from_row(row) if row else None
 
         return await self._read(query)
 
@@ -351,13 +350,15 @@ class SQLiteStore:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, run_id LIMIT ?"
+        sql = f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, run_id LIMIT ?"
         params.append(limit)
-        return await self._read(lambda conn: [_run(r) for r in conn.execute(sql, params)])
+        return await self._read(lambda conn: [run_from_row(r) for r in conn.execute(sql, params)])
 
     async def load_journal(self, run_id: str) -> list[StepRecord]:
-        sql = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq"
-        return await self._read(lambda conn: [_step(r) for r in conn.execute(sql, (run_id,))])
+        sql = f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq"
+        return await self._read(
+            lambda conn: [step_from_row(r) for r in conn.execute(sql, (run_id,))]
+        )
 
     async def list_signals(self, run_id: str) -> list[SignalRecord]:
         sql = (
@@ -402,13 +403,13 @@ class SQLiteStore:
                             AND lease_expires_at < :now
                             ORDER BY lease_expires_at LIMIT :limit)
                     LIMIT :limit)
-                RETURNING {_RUN_COLUMNS}
+                RETURNING {RUN_COLUMNS}
                 """,
                 {"worker": worker_id, "expires": now + lease_ttl, "now": now, "limit": limit},
             ).fetchall()
             for row in rows:
                 batch.epochs.pop(row[0], None)
-            return [_run(r) for r in rows]
+            return [run_from_row(r) for r in rows]
 
         return await self._submit(op)
 
@@ -593,7 +594,7 @@ class SQLiteStore:
                     status=row[0],
                 )
             step = conn.execute(
-                f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND status = 'started'"
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND status = 'started'"
                 " AND at_most_once = 1 ORDER BY seq LIMIT 1",
                 (run_id,),
             ).fetchone()
@@ -601,7 +602,7 @@ class SQLiteStore:
                 raise RunNotReconcilable(
                     f"run {run_id} has no at-most-once step in flight", run_id=run_id
                 )
-            in_flight = _step(step)
+            in_flight = step_from_row(step)
             if outcome == "retry":
                 conn.execute(
                     "DELETE FROM steps WHERE run_id = ? AND seq = ?", (run_id, in_flight.seq)
@@ -625,11 +626,11 @@ class SQLiteStore:
     async def cancel_run(self, run_id: str, *, now: float) -> RunRecord:
         def op(conn: sqlite3.Connection, batch: Batch) -> RunRecord:
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
             if row is None:
                 raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
-            run = _run(row)
+            run = run_from_row(row)
             if run.finished:
                 raise RunAlreadyFinished(
                     f"run {run_id} has already {run.status}; nothing to cancel",
@@ -656,9 +657,9 @@ class SQLiteStore:
             if run.parent_run_id is not None:
                 _wake(conn, run.parent_run_id, now)
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            return _run(row)
+            return run_from_row(row)
 
         return await self._submit(op)
 
@@ -686,52 +687,11 @@ def _insert_run(conn: sqlite3.Connection, new: NewRun) -> None:
     )
 
 
-_INSERT_INTENT = (
-    "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, started_at)"
-    " VALUES (?, ?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
-)
-_UPSERT_OUTCOME = (
-    "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, result, error,"
-    " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status,"
-    " result = excluded.result, error = excluded.error, finished_at = excluded.finished_at,"
-    " detail = coalesce(excluded.detail, steps.detail)"
-)
-
-
-def _intent_row(write: StepWrite) -> tuple[Any, ...]:
-    return (
-        write.run_id,
-        write.seq,
-        write.kind,
-        write.name,
-        int(write.at_most_once),
-        write.detail,
-        write.at,
-    )
-
-
-def _outcome_row(write: StepWrite) -> tuple[Any, ...]:
-    return (
-        write.run_id,
-        write.seq,
-        write.kind,
-        write.name,
-        write.status,
-        int(write.at_most_once),
-        write.detail,
-        write.result,
-        write.error,
-        write.at,
-        write.at,
-    )
-
-
 def _write_step(conn: sqlite3.Connection, write: StepWrite) -> None:
     if write.status == "started":
-        conn.execute(_INSERT_INTENT, _intent_row(write))
+        conn.execute(INSERT_INTENT, intent_row(write))
     else:
-        conn.execute(_UPSERT_OUTCOME, _outcome_row(write))
+        conn.execute(UPSERT_OUTCOME, outcome_row(write))
 
 
 def _write_steps(
@@ -759,14 +719,14 @@ def _write_steps(
             continue
         outcomes.append(None)
         if write.status == "started":
-            intents.append(_intent_row(write))
+            intents.append(intent_row(write))
         else:
-            finished.append(_outcome_row(write))
+            finished.append(outcome_row(write))
     # An intent never overwrites an outcome (DO NOTHING), so the two statements commute.
     if intents:
-        conn.executemany(_INSERT_INTENT, intents)
+        conn.executemany(INSERT_INTENT, intents)
     if finished:
-        conn.executemany(_UPSERT_OUTCOME, finished)
+        conn.executemany(UPSERT_OUTCOME, finished)
     return outcomes
 
 
@@ -783,13 +743,3 @@ def _wake(conn: sqlite3.Connection, run_id: str, now: float) -> None:
         " wake_at = CASE WHEN status = 'waiting' THEN ? ELSE wake_at END WHERE run_id = ?",
         (now, run_id),
     )
-
-
-def _run(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(*row)
-
-
-def _step(row: Sequence[Any]) -> StepRecord:
-    values = list(row)
-    values[5] = bool(values[5])
-    return StepRecord(*values)
