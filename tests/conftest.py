@@ -8,24 +8,40 @@ SQLite and, when it joins, PostgreSQL. A new backend adds its name to `BACKENDS`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from corral import Corral
 from corral.store import Store, open_store
 from corral.testing import FakeClock
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 """Every store backend the suites run on."""
 
+POSTGRES_URL = os.environ.get(
+    "CORRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server the suites use; each test gets a schema of its own there."""
 
-def _database_url(backend: str, tmp_path: Path) -> str:
+
+def _database_url(backend: str, tmp_path: Path, schema: str) -> str:
     if backend == "sqlite":
         # tmp_path is absolute, so this is the four-slash absolute form of a SQLite URL.
         return f"sqlite:///{tmp_path / 'corral.db'}"
+    if backend == "postgresql":
+        return f"{POSTGRES_URL}?schema={schema}"
     raise NotImplementedError(f"no test database for backend {backend!r}")
+
+
+def drop_schema(schema: str) -> None:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -36,9 +52,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def db_url(backend: str, tmp_path: Path) -> str:
-    """The URL of a fresh, empty database of the backend under test."""
-    return _database_url(backend, tmp_path)
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database of the backend under test (on PostgreSQL, a schema
+    of its own, dropped afterwards)."""
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield _database_url(backend, tmp_path, schema)
+    if backend == "postgresql":
+        drop_schema(schema)
 
 
 @pytest.fixture

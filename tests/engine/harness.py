@@ -10,8 +10,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
 from corral import Corral
-from corral.store import RunRecord, SQLiteStore, Store
+from corral.store import PostgresStore, RunRecord, SQLiteStore, Store
 
 
 class Crash(BaseException):
@@ -74,12 +77,29 @@ async def wait_for_status(
     await eventually(reached, timeout=timeout, what=f"run {run_id} is {status}", tick=tick)
 
 
-def backdate_lease(store: Store, run_id: str, seconds: float) -> None:
-    """Move a run's lease expiry `seconds` into the past, in SQL, instead of sleeping past it."""
+async def backdate_lease(store: Store, run_id: str, seconds: float) -> None:
+    """Move a run's lease expiry `seconds` into the past, in SQL, instead of sleeping past it.
+
+    Runs in a thread: the UPDATE may wait for a row lock held by this very process's writer,
+    which needs the event loop to commit.
+    """
+    await asyncio.to_thread(_backdate_lease, store, run_id, seconds)
+
+
+def _backdate_lease(store: Store, run_id: str, seconds: float) -> None:
     if isinstance(store, SQLiteStore):
         with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as conn:
             conn.execute(
                 "UPDATE runs SET lease_expires_at = lease_expires_at - ? WHERE run_id = ?",
+                (seconds, run_id),
+            )
+        return
+    if isinstance(store, PostgresStore):
+        with psycopg.connect(store.conninfo, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.runs SET lease_expires_at = lease_expires_at - %s WHERE run_id = %s"
+                ).format(sql.Identifier(store.schema)),
                 (seconds, run_id),
             )
         return

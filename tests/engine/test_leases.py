@@ -32,7 +32,7 @@ async def test_a_stale_epoch_writes_nothing(corral: Corral, store: Store, clock:
 
     handle = await corral.start(flow)
     run_id, epoch1 = await _claim_one(store, clock, "w1")
-    backdate_lease(store, run_id, 31)
+    await backdate_lease(store, run_id, 31)
     assert await store.has_runnable(now=clock.now())
     _, epoch2 = await _claim_one(store, clock, "w2")
     assert epoch2 == epoch1 + 1
@@ -85,7 +85,7 @@ async def test_renew_leases_reports_the_lost_ones(
     await _claim_one(store, clock, "w1")
     lost = (await corral.start(flow)).run_id
     _, lost_epoch = await _claim_one(store, clock, "w1")
-    backdate_lease(store, lost, 31)
+    await backdate_lease(store, lost, 31)
     await _claim_one(store, clock, "w2")  # takes `lost` over
 
     clock.advance(5)
@@ -123,7 +123,7 @@ async def test_a_worker_drops_a_run_whose_lease_was_lost(
     try:
         handle = await corral.start(flow)
         await asyncio.wait_for(entered.wait(), timeout=5)
-        backdate_lease(store, handle.run_id, 31)
+        await backdate_lease(store, handle.run_id, 31)
         await _claim_one(store, clock, "w2")
 
         clock.advance(worker.heartbeat_interval)  # the heartbeat finds the lease gone

@@ -1,7 +1,7 @@
 """Migrations: numbered files applied in order; a fresh database equals a migrated one.
 
-Written over whatever files `corral/store/migrations/` holds (shared and SQLite's own), so a new migration is
-checked here as soon as it is added.
+Written over whatever files `corral/store/migrations/` holds (shared and SQLite's own), so a new
+migration is checked here as soon as it is added.
 """
 
 from __future__ import annotations

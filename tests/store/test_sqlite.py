@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from corral import StoreError, StoreUnavailable
-from corral.store import NewRun, SQLiteStore, open_store
+from corral.store import NewRun, PostgresStore, SQLiteStore, open_store
 from corral.store.migrations import load_migrations
 from corral.store.sqlite import parse_sqlite_url
 
@@ -65,8 +65,8 @@ def test_bad_urls_are_refused_with_the_url(url: str, message: str) -> None:
 
 def test_open_store_picks_the_backend_by_scheme(tmp_path: Path) -> None:
     assert isinstance(open_store(url_of(tmp_path / "a.db")), SQLiteStore)
-    with pytest.raises(StoreError, match="PostgreSQL"):
-        open_store("postgresql://localhost/corral")
+    assert isinstance(open_store("postgresql://localhost/corral"), PostgresStore)
+    assert isinstance(open_store("postgres://localhost/corral?schema=x"), PostgresStore)
     with pytest.raises(StoreError, match="unsupported database URL"):
         open_store("mysql://localhost/corral")
 

@@ -74,6 +74,7 @@ class Corral:
 
     async def open(self) -> None:
         await self.store.open()
+        self.store.subscribe(self._wakeup.set)
 
     async def close(self) -> None:
         for worker in list(self._workers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from corral.errors import StoreError
+from corral.store.postgresql import PostgresStore
 from corral.store.protocol import Store
 from corral.store.records import (
     FINISHED_STATUSES,
@@ -28,9 +29,11 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         return SQLiteStore(url)
     if scheme in ("postgresql", "postgres"):
-        raise StoreError("PostgreSQL support is not built yet; use a sqlite:/// URL", url=url)
+        return PostgresStore(url)
     raise StoreError(
-        f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db", url=url
+        f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db or "
+        "postgresql://user@host:port/database",
+        url=url,
     )
 
 
@@ -39,6 +42,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "RUN_STATUSES",
     "NewRun",
+    "PostgresStore",
     "ReconcileOutcome",
     "RunRecord",
     "RunStatus",

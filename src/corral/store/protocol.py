@@ -13,9 +13,10 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from corral.store.migrations import Migration, SchemaStatus
 from corral.store.records import (
     NewRun,
     ReconcileOutcome,
@@ -34,6 +35,16 @@ class Store(Protocol):
         """Connect, create the schema of an empty database, refuse an unknown or newer one."""
 
     async def close(self) -> None: ...
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when another process may have made a run runnable (best effort:
+        workers poll as well)."""
+
+    async def schema_status(self) -> SchemaStatus:
+        """The database's schema version against this Corral's; works on any version."""
+
+    async def migrate(self) -> list[Migration]:
+        """Apply the pending migrations; return them. Refuses a database newer than Corral."""
 
     # -- runs ----------------------------------------------------------------------------------
 

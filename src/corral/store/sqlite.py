@@ -134,6 +134,9 @@ class SQLiteStore:
                 self._reader_conn = None
             reader.shutdown(wait=True)
 
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """SQLite has no notifications: other processes' changes are found by polling."""
+
     @property
     def group_commit_stats(self) -> tuple[int, int]:
         """(batches, operations) committed so far: their ratio is the group-commit factor."""
