@@ -124,9 +124,13 @@ class Worker:
                 if len(claimed) == free and free > 0:
                     continue  # there may be more: claim again at once
                 if until_idle and not self._active:
-                    if not await self._store.has_runnable(now=self._clock.now()):
-                        break
-                    continue
+                    try:
+                        if not await self._store.has_runnable(now=self._clock.now()):
+                            break
+                        continue
+                    except StoreUnavailable as exc:
+                        # The database is away (a restart): wait for it like any other worker.
+                        log.warning("worker %s: %s", self.worker_id, exc)
                 await self._clock.wait(self._wakeup, self._poll_timeout())
         finally:
             self._stopping = True
