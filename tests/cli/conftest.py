@@ -3,6 +3,8 @@
 Both run against a SQLite file under the test's tmp_path, with the workflows of
 `tests/cli/sample_app.py` (`CORRAL_APP=tests.cli.sample_app`) and the test's tmp_path as the
 current directory. The repository root is on the import path so `tests.cli.sample_app` imports.
+A test points a command at another database (a PostgreSQL schema of its own, a database at an
+older schema version) with `env={"CORRAL_DATABASE_URL": ...}`.
 """
 
 from __future__ import annotations
@@ -10,23 +12,34 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 from typer.testing import CliRunner
 
 from corral.cli.main import app
 from corral.store import SQLiteStore
+from corral.store.migrations import SCHEMA_TABLE, load_migrations
+from corral.store.postgresql import parse_postgres_url
+from corral.store.sqlite import parse_sqlite_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_APP = "tests.cli.sample_app"
 PROCESS_TIMEOUT = 60.0
 """Seconds any one `corral` process may take before the test kills it and fails."""
+POSTGRES_URL = os.environ.get(
+    "CORRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server of the suites (as in tests/conftest.py); each test gets a schema."""
 
 
 @dataclass(frozen=True)
@@ -188,3 +201,72 @@ def hold_write_lock(
         return holder
 
     return hold
+
+
+def drop_postgres_schema(url: str) -> None:
+    conninfo, schema = parse_postgres_url(url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL naming a schema of the test's own (not created yet; dropped after)."""
+    url = f"{POSTGRES_URL}?schema=test_cli_{uuid.uuid4().hex[:12]}"
+    yield url
+    drop_postgres_schema(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database that does not exist yet, on each backend: a missing SQLite file, or a
+    PostgreSQL schema not yet created (dropped after the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blank.db'}"
+        return
+    url = f"{POSTGRES_URL}?schema=test_cli_{uuid.uuid4().hex[:12]}"
+    yield url
+    drop_postgres_schema(url)
+
+
+FUTURE_MIGRATION = "from_the_future"
+
+
+def make_database_at(url: str, version: int) -> None:
+    """Build at `url` the Corral database an older (or newer) Corral would have left.
+
+    Applies migrations 1..`version` and records them in `corral_schema`, exactly as the store
+    does; a `version` past this Corral's latest also records made-up later migrations.
+    """
+    dialect = "sqlite" if url.startswith("sqlite:") else "postgresql"
+    migrations = load_migrations(dialect)
+    rows = [(m.version, m.name) for m in migrations if m.version <= version]
+    rows += [(v, FUTURE_MIGRATION) for v in range(len(migrations) + 1, version + 1)]
+    statements = [SCHEMA_TABLE]
+    statements += [s for m in migrations if m.version <= version for s in m.statements()]
+    if dialect == "sqlite":
+        path, _ = parse_sqlite_url(url)
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in statements:
+                conn.execute(statement)
+            conn.executemany("INSERT INTO corral_schema (version, name) VALUES (?, ?)", rows)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return
+    conninfo, schema = parse_postgres_url(url)
+    with psycopg.connect(conninfo) as pg, pg.transaction():
+        pg.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        pg.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        for statement in statements:
+            pg.execute(statement.encode())  # bytes: run as given, no %-placeholder parsing
+        pg.cursor().executemany("INSERT INTO corral_schema (version, name) VALUES (%s, %s)", rows)
+
+
+@pytest.fixture
+def database_at() -> Callable[[str, int], None]:
+    """`database_at(url, version)`: build the database an older (or newer) Corral left
+    (see `make_database_at`)."""
+    return make_database_at

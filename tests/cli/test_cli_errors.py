@@ -121,6 +121,8 @@ COMMANDS = [
     ("runs", "cancel"),
     ("signal",),
     ("workflows",),
+    ("db", "status"),
+    ("db", "migrate"),
 ]
 
 
@@ -135,7 +137,7 @@ def test_every_command_has_help_with_an_example(cli: Invoke, command: tuple[str,
 def test_root_help_lists_commands_env_vars_and_exit_codes(cli: Invoke) -> None:
     shown = cli("--help")
     assert shown.exit_code == 0
-    for word in ("run", "worker", "runs", "signal", "workflows", "CORRAL_DATABASE_URL"):
+    for word in ("run", "worker", "runs", "signal", "workflows", "db", "CORRAL_DATABASE_URL"):
         assert word in shown.stdout
     assert "Exit codes" in shown.stdout
 

@@ -7,7 +7,7 @@ Modules, one concept each: `main` (global options, command tree, entry point), `
 (settings and the `Corral` they open), `app_loading` (`--app`), `exits` (exit codes and error
 messages), `inputs` (JSON arguments), `shapes` (`--json` output), `display` (tables), and one
 module per command: `start` (run), `waiting` (run --wait), `worker`, `runs`, `signals`,
-`workflows`.
+`workflows`, `db` (schema status and migrations).
 """
 
 from corral.cli.main import app, main

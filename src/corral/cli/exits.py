@@ -40,10 +40,15 @@ class ExitCode(IntEnum):
     """Bad input: an unknown option or workflow, malformed JSON, input failing its schema, a run
     that does not exist, a signal to a finished run, an --app module that does not import."""
     STORE = 3
-    """The database cannot be used: a bad URL, not a Corral database (corrupt), locked."""
+    """The database cannot be used: a bad URL, not a Corral database (corrupt), locked,
+    PostgreSQL unreachable, or a schema version other than this Corral's (older: run
+    `corral db migrate`; newer: upgrade Corral)."""
     NOT_FINISHED = 4
     """With --wait: the run has not finished (parked on a timer or a signal, --timeout passed,
     or interrupted); a worker will continue it."""
+    MIGRATIONS_PENDING = 5
+    """`corral db status`: the database is empty or older than this Corral; `corral db migrate`
+    brings it up to date."""
     INTERNAL = 70
     """A bug in Corral: please report it (run again with CORRAL_DEBUG=1 for the traceback)."""
     INTERRUPTED = 130
@@ -53,7 +58,8 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok · 1 the run failed, was cancelled or needs reconciliation (--wait) · "
     "2 usage error (bad option, JSON, input, unknown workflow or run) · 3 database unusable "
-    "(corrupt, locked, bad URL) · 4 the run has not finished yet (--wait) · 70 internal error."
+    "(corrupt, locked, unreachable, bad URL, other schema version) · 4 the run has not finished "
+    "yet (--wait) · 5 migrations pending (db status) · 70 internal error."
 )
 
 
@@ -91,12 +97,27 @@ def hint_for(error: CorralError) -> str | None:
     if isinstance(error, RunAlreadyFinished):
         return f"see the run with `corral runs show {error.ids.get('run_id', 'RUN_ID')}`"
     if isinstance(error, StoreUnavailable):
+        if "path" in error.ids:  # SQLite names its file; PostgreSQL names its server's URL
+            return (
+                "another process holds the database; try again, or wait longer with "
+                "--busy-timeout (CORRAL_BUSY_TIMEOUT)"
+            )
         return (
-            "another process holds the database; try again, or wait longer with --busy-timeout "
-            "(CORRAL_BUSY_TIMEOUT)"
+            "check that PostgreSQL is running and accepts connections at that host and port, "
+            "and the user and database in --database-url (CORRAL_DATABASE_URL); then try again"
         )
     if isinstance(error, StoreError):
-        return "check --database-url (CORRAL_DATABASE_URL); the default is ./.corral/corral.db"
+        # The store words a version mismatch this way (store/migrations.refuse_unless_current).
+        if "corral db migrate" in error.message:
+            return (
+                "see what would change with `corral db status`; back up, then `corral db migrate`"
+            )
+        if "upgrade Corral" in error.message:
+            return "this database was upgraded by a newer Corral: install that version or newer"
+        return (
+            "check --database-url (CORRAL_DATABASE_URL): sqlite:///path/to/corral.db or "
+            "postgresql://user@host:port/database; the default is ./.corral/corral.db"
+        )
     return None
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 import corral
-from corral.cli import runs, signals, start, worker, workflows
+from corral.cli import db, runs, signals, start, worker, workflows
 from corral.cli.app_loading import ensure_cwd_on_path
 from corral.cli.exits import EXIT_CODES_HELP
 from corral.cli.session import DEFAULT_BUSY_TIMEOUT, Settings
@@ -25,6 +25,8 @@ Examples:
   corral runs list --status waiting
 
   corral runs show RUN_ID
+
+  corral --database-url postgresql://corral@db.internal:5432/corral db status
 
 Every option has an environment variable (CORRAL_DATABASE_URL, CORRAL_APP, CORRAL_BUSY_TIMEOUT).
 
@@ -58,8 +60,9 @@ def root(
             "--database-url",
             metavar="URL",
             envvar="CORRAL_DATABASE_URL",
-            help="Where runs live: sqlite:///relative/path.db or sqlite:////absolute/path.db. "
-            "The default is a file under ./.corral/.",
+            help="Where runs live: sqlite:///relative/path.db, sqlite:////absolute/path.db, or "
+            "postgresql://user[:password]@host[:port]/database[?schema=NAME] (many workers on "
+            "many hosts). The default is a file under ./.corral/.",
         ),
     ] = DEFAULT_DATABASE_URL,
     app_ref: Annotated[
@@ -81,8 +84,8 @@ def root(
             metavar="SECONDS",
             envvar="CORRAL_BUSY_TIMEOUT",
             min=0,
-            help="How long to wait for a database locked by another process before giving up "
-            "(exit 3).",
+            help="SQLite: how long to wait for a database locked by another process before "
+            "giving up (exit 3).",
         ),
     ] = DEFAULT_BUSY_TIMEOUT,
     version: Annotated[
@@ -94,7 +97,8 @@ def root(
 ) -> None:
     """Corral: durable workflows for fleets of LLM agents.
 
-    Start runs, run workers, and inspect, signal and cancel runs, on a SQLite database.
+    Start runs, run workers, and inspect, signal and cancel runs, on SQLite or PostgreSQL.
+    `corral db status` / `corral db migrate` check and upgrade the database's schema.
     """
     ensure_cwd_on_path()
     ctx.obj = Settings(database_url=database_url, app=app_ref, busy_timeout=busy_timeout)
@@ -103,6 +107,7 @@ def root(
 start.register(app)
 worker.register(app)
 app.add_typer(runs.runs_app, name="runs")
+app.add_typer(db.db_app, name="db")
 signals.register(app)
 workflows.register(app)
 

@@ -83,7 +83,7 @@ def list_runs(
         typer.echo(dumps({"runs": [run_json(run) for run in runs]}))
         return
     if not runs:
-        typer.echo(f"no runs in {settings.database_url}", err=True)
+        typer.echo(f"no runs in {settings.database_label}", err=True)
         return
     console().print(runs_table(runs))
 

@@ -8,12 +8,13 @@ import signal
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from corral import Corral, Workflow
 from corral.cli.exits import reporting_errors
-from corral.store import SQLiteStore, Store, open_store
+from corral.store import PostgresStore, SQLiteStore, Store, open_store
 
 T = TypeVar("T")
 
@@ -35,17 +36,30 @@ class Settings:
             raise RuntimeError("corral CLI settings are missing from the command context")
         return settings
 
+    @property
+    def scheme(self) -> str:
+        return self.database_url.split(":", 1)[0].lower()
+
+    @property
+    def database_label(self) -> str:
+        """`--database-url` for messages: a password in it is shown as `***`."""
+        return redact_password(self.database_url)
+
     def open_store(self, *, existing: bool = False) -> Store:
-        """The store of `--database-url`, with the CLI's busy timeout for SQLite.
+        """The store of `--database-url` (not yet open), with the CLI's busy timeout for SQLite.
 
         `existing=True` refuses to create a database: commands about runs that must already
-        exist (list, show, cancel, signal) report a mistyped path instead of creating a file.
+        exist (list, show, cancel, signal) report a mistyped path or schema instead of creating
+        one. `corral db` calls `schema_status()`/`migrate()` on it without opening it, since
+        `open()` refuses a database at another schema version.
         """
-        if self.database_url.split(":", 1)[0].lower() == "sqlite":
+        if self.scheme == "sqlite":
             return SQLiteStore(
                 self.database_url, busy_timeout=self.busy_timeout, create=not existing
             )
-        return open_store(self.database_url)
+        if self.scheme in ("postgresql", "postgres"):
+            return PostgresStore(self.database_url, create=not existing)
+        return open_store(self.database_url)  # raises the error naming the URL forms
 
     def corral(
         self,
@@ -56,6 +70,15 @@ class Settings:
     ) -> Corral:
         """A fresh `Corral` on the CLI's database; use it as `async with`, so the store closes."""
         return Corral(store=self.open_store(existing=existing), workflows=workflows, **options)
+
+
+def redact_password(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, for anything printed."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

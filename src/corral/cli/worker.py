@@ -139,7 +139,7 @@ def _start_line(
 ) -> str:
     names = ", ".join(sorted(wf.key for wf in workflows)) or "none registered"
     return (
-        f"worker {worker_id} started on {settings.database_url} (concurrency {concurrency}); "
+        f"worker {worker_id} started on {settings.database_label} (concurrency {concurrency}); "
         f"workflows: {names}; module:function references load on demand"
     )
 

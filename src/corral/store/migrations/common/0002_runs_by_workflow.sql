@@ -1,0 +1,3 @@
+-- `corral runs list --workflow NAME` (and the API's filter): runs of one workflow, newest first.
+
+CREATE INDEX runs_workflow_created ON runs (workflow, created_at);
