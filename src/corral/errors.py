@@ -9,7 +9,8 @@ CorralError                         code
 │   ├── RunAlreadyFinished          run_finished
 │   ├── RunNotReconcilable          not_reconcilable
 │   ├── NotSerializable             not_serializable
-│   └── StoreError                  store_error        (bad URL, corrupt file, newer schema)
+│   └── StoreError                  store_error        (bad URL, corrupt file, not Corral's)
+│       ├── SchemaVersionMismatch   schema_mismatch    (older: migrate it; newer: upgrade Corral)
 │       └── StoreUnavailable        store_unavailable  (locked, unreachable)
 ├── RunFailure                      something a run did failed; raised inside or about a run
 │   ├── RunFailed                   run_failed         (waiting for a run that did not succeed)
@@ -99,6 +100,16 @@ class StoreError(UsageError):
     code = "store_error"
 
 
+class SchemaVersionMismatch(StoreError):
+    """The database's schema is at another version than this Corral's (ids: current, latest)."""
+
+    code = "schema_mismatch"
+
+    @property
+    def database_is_older(self) -> bool:
+        return bool(self.ids["current"] < self.ids["latest"])
+
+
 class StoreUnavailable(StoreError):
     """The database is there but cannot be reached now (locked, down); trying again may work."""
 
@@ -175,6 +186,7 @@ __all__ = [
     "RunNotFound",
     "RunNotReconcilable",
     "RunSignal",
+    "SchemaVersionMismatch",
     "SignalTimeout",
     "StepFailed",
     "StoreError",

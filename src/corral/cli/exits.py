@@ -21,6 +21,7 @@ from corral.errors import (
     RunAlreadyFinished,
     RunFailure,
     RunNotFound,
+    SchemaVersionMismatch,
     StoreError,
     StoreUnavailable,
     UnknownWorkflow,
@@ -106,14 +107,13 @@ def hint_for(error: CorralError) -> str | None:
             "check that PostgreSQL is running and accepts connections at that host and port, "
             "and the user and database in --database-url (CORRAL_DATABASE_URL); then try again"
         )
-    if isinstance(error, StoreError):
-        # The store words a version mismatch this way (store/migrations.refuse_unless_current).
-        if "corral db migrate" in error.message:
+    if isinstance(error, SchemaVersionMismatch):
+        if error.database_is_older:
             return (
                 "see what would change with `corral db status`; back up, then `corral db migrate`"
             )
-        if "upgrade Corral" in error.message:
-            return "this database was upgraded by a newer Corral: install that version or newer"
+        return "this database was upgraded by a newer Corral: install that version or newer"
+    if isinstance(error, StoreError):
         return (
             "check --database-url (CORRAL_DATABASE_URL): sqlite:///path/to/corral.db or "
             "postgresql://user@host:port/database; the default is ./.corral/corral.db"

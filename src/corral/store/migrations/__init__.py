@@ -15,6 +15,8 @@ from functools import cache
 from importlib.resources import files
 from typing import Literal
 
+from corral.errors import SchemaVersionMismatch
+
 Dialect = Literal["sqlite", "postgresql"]
 
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -94,17 +96,19 @@ def schema_status(current: int | None, dialect: Dialect) -> SchemaStatus:
 
 def refuse_unless_current(status: SchemaStatus, where: str) -> None:
     """Open only a database at exactly this Corral's version: never change an old one silently."""
-    from corral.errors import StoreError  # the store layer's errors live in corral.errors
-
     if status.current is not None and status.current > status.latest:
-        raise StoreError(
+        raise SchemaVersionMismatch(
             f"{where} has schema version {status.current}, newer than this Corral understands "
             f"({status.latest}); upgrade Corral to use it",
             where=where,
+            current=status.current,
+            latest=status.latest,
         )
     if status.current is not None and status.current < status.latest:
-        raise StoreError(
+        raise SchemaVersionMismatch(
             f"{where} has schema version {status.current}; this Corral needs {status.latest}. "
             "Back it up, then run `corral db migrate` to upgrade it",
             where=where,
+            current=status.current,
+            latest=status.latest,
         )
