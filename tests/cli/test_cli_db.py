@@ -96,7 +96,7 @@ def test_an_older_database_is_refused_then_migrated_then_works(
     for args in (("runs", "list"), GREET, ("worker", "--until-idle")):
         refused = cli(*args, env=on(blank_url)).no_traceback()
         assert refused.exit_code == 3, (args, refused.stderr)
-        assert "error (store_error)" in refused.stderr
+        assert "error (schema_mismatch)" in refused.stderr
         assert f"has schema version 1; this Corral needs {LATEST}" in refused.stderr
         assert "run `corral db migrate`" in refused.stderr
         assert "hint: see what would change with `corral db status`" in refused.stderr
