@@ -1,19 +1,50 @@
-"""`python -m bench [--quick]`: run the benchmark suite and print a table."""
+"""`python -m bench [--quick] [--postgres URL | --no-postgres]`: run the benchmarks, print a table.
+
+The SQLite benchmarks always run. The PostgreSQL ones run when the server answers at `--postgres`
+(default: $CORRAL_BENCH_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test); each uses
+a schema of its own, dropped afterwards.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import sys
 
-from bench.engine_bench import run_all
+from bench.engine_bench import Row, run_all
+from bench.postgres_bench import DEFAULT_URL, URL_ENV, unreachable
+from bench.postgres_bench import run_all as run_all_postgres
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--postgres", metavar="URL", help="the PostgreSQL database to use")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args()
     rows = asyncio.run(run_all(quick=args.quick))
+    skipped = ""
+    if not args.no_postgres:
+        url = args.postgres or os.environ.get(URL_ENV) or DEFAULT_URL
+        why = asyncio.run(unreachable(url))
+        if why is None:
+            rows += asyncio.run(run_all_postgres(url, quick=args.quick))
+        elif args.postgres:
+            sys.exit(f"PostgreSQL at {url} is unreachable: {why}")
+        else:
+            skipped = f"PostgreSQL benchmarks skipped: {url} is unreachable ({why})"
+    print_table(rows)
+    if skipped:
+        print(skipped)
+
+
+def print_table(rows: list[Row]) -> None:
     print(f"Corral benchmarks — {platform.python_implementation()} {platform.python_version()}")
     width = max(len(row.name) for row in rows)
     for row in rows:
