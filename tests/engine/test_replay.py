@@ -151,7 +151,10 @@ async def test_gather_numbers_steps_in_argument_order_live_and_on_replay(
     await corral.run_until_idle()
 
     assert await handle.wait_for_result(timeout=5) == ["slow", "fast", 10, 20]
-    assert results == [["slow", "fast", 10, 20]] * 2
+    # Live, then replayed after the sleep; a child finishing while the parent was being
+    # claimed may wake it once more (a spurious wake-up is allowed). Every pass sees the same.
+    assert len(results) >= 2
+    assert all(result == ["slow", "fast", 10, 20] for result in results)
     assert calls == {"slow": 1, "fast": 1}
     journal = await corral.journal(handle.run_id)
     assert [(s.seq, s.kind, s.name) for s in journal] == [

@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 import pytest
 
-from corral import Corral, RunContext, Worker
+from corral import Corral, RunContext, StoreUnavailable, Worker
+from corral.store import RunRecord, Store
 from corral.testing import FakeClock
 
 from .harness import Calls, eventually, wait_for_status
@@ -219,3 +222,53 @@ async def test_worker_records_its_id_as_the_lease_owner(corral: Corral) -> None:
     finally:
         worker.stop()
         await asyncio.wait_for(task, timeout=5)
+
+
+class AwayStore:
+    """The test's real store, whose claims fail while `away` is set (a database restart)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.away = True
+        self.failed_claims = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim_runs(self, **kwargs: Any) -> list[RunRecord]:
+        if self.away:
+            self.failed_claims += 1
+            raise StoreUnavailable("PostgreSQL at db is unreachable: Connection refused")
+        return await self._store.claim_runs(**kwargs)
+
+
+async def test_a_worker_says_once_that_the_database_is_away_and_once_that_it_is_back(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    away = AwayStore(store)
+    corral = Corral(store=away, poll_interval=0.01)
+
+    @corral.workflow
+    async def one(ctx: RunContext) -> int:
+        return 1
+
+    await corral.open()
+    handle = await corral.start(one)
+    worker = corral.worker(concurrency=1, poll_interval=0.01)
+    task = asyncio.create_task(worker.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="corral.worker"):
+
+            async def tried_a_while() -> bool:
+                return away.failed_claims >= 4
+
+            await eventually(tried_a_while, what="several failed claims")
+            away.away = False
+            assert await handle.wait_for_result(timeout=10) == 1
+    finally:
+        worker.stop()
+        await task
+        await corral.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "corral.worker"]
+    assert sum("unreachable" in m for m in messages) == 1, messages
+    assert sum("the database is back" in m for m in messages) == 1, messages

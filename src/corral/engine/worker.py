@@ -26,6 +26,9 @@ from corral.store import RunRecord, Store
 
 log = logging.getLogger("corral.worker")
 
+MAX_BACKOFF = 5.0
+"""The longest a worker waits between attempts to reach a database that is away."""
+
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -80,6 +83,8 @@ class Worker:
         self._active: dict[str, _Active] = {}
         self._stopping = False
         self._next_local_wake: float | None = None
+        self._unreachable_since: float | None = None
+        self._backoff = 0.0
 
     @property
     def active_runs(self) -> list[str]:
@@ -117,8 +122,9 @@ class Worker:
                             now=self._clock.now(),
                             lease_ttl=self.lease_ttl,
                         )
+                        self._reachable()
                     except StoreUnavailable as exc:
-                        log.warning("worker %s cannot claim: %s", self.worker_id, exc)
+                        self._unreachable(exc)
                     for run in claimed:
                         self._launch(run)
                 if len(claimed) == free and free > 0:
@@ -130,7 +136,7 @@ class Worker:
                         continue
                     except StoreUnavailable as exc:
                         # The database is away (a restart): wait for it like any other worker.
-                        log.warning("worker %s: %s", self.worker_id, exc)
+                        self._unreachable(exc)
                 await self._clock.wait(self._wakeup, self._poll_timeout())
         finally:
             self._stopping = True
@@ -139,7 +145,23 @@ class Worker:
             await asyncio.gather(heartbeat, return_exceptions=True)
         return self.stats
 
+    def _unreachable(self, exc: StoreUnavailable) -> None:
+        """Say once that the database is away, and poll it less and less often (up to 5 s)."""
+        if self._unreachable_since is None:
+            self._unreachable_since = self._clock.now()
+            log.warning("worker %s: %s; retrying until it is back", self.worker_id, exc)
+        self._backoff = min(max(self._backoff * 2, self.poll_interval), MAX_BACKOFF)
+
+    def _reachable(self) -> None:
+        if self._unreachable_since is not None:
+            away = self._clock.now() - self._unreachable_since
+            log.warning("worker %s: the database is back after %.1fs", self.worker_id, away)
+            self._unreachable_since = None
+            self._backoff = 0.0
+
     def _poll_timeout(self) -> float:
+        if self._unreachable_since is not None:
+            return self._backoff
         timeout = self.poll_interval
         if self._next_local_wake is not None:
             timeout = min(timeout, max(self._next_local_wake - self._clock.now(), 0.0))
