@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from typing import IO
 
 from corral import Corral
 
+from . import databases, effect_ledger
+from .databases import Database, SQLiteDatabase
 from .durable_shapes import signal_payload
 from .worker_process import READY
 
@@ -31,42 +32,23 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def backdate_leases(db: Path) -> int:
+def _database(db: Path | Database) -> Database:
+    return SQLiteDatabase(db) if isinstance(db, Path) else db
+
+
+def backdate_leases(db: Path | Database) -> int:
     """Expire every lease now, as if the lease TTL had passed since the worker died."""
-    conn = sqlite3.connect(db, timeout=30.0, isolation_level=None)
-    try:
-        return conn.execute(
-            "UPDATE runs SET lease_expires_at = 0 WHERE status = 'running'"
-        ).rowcount
-    finally:
-        conn.close()
+    return databases.backdate_leases(_database(db))
 
 
-def progress(db: Path) -> tuple[int, int, float]:
+def progress(db: Path | Database) -> tuple[int, int, float]:
     """Unsettled runs, journal entries, latest run update: unchanged means nothing moves."""
-    conn = sqlite3.connect(db, timeout=30.0)
-    try:
-        unsettled, updated = conn.execute(
-            "SELECT count(*), coalesce(max(updated_at), 0) FROM runs"
-            " WHERE status IN ('pending', 'running', 'waiting')"
-        ).fetchone()
-        steps = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
-    finally:
-        conn.close()
-    return unsettled, steps, updated
+    return databases.progress(_database(db))
 
 
-def unsettled_runs(db: Path, limit: int = 10) -> list[tuple[object, ...]]:
+def unsettled_runs(db: Path | Database, limit: int = 10) -> list[tuple[object, ...]]:
     """Runs not settled yet, with who holds them: for a stalled fleet's failure message."""
-    conn = sqlite3.connect(db, timeout=30.0)
-    try:
-        return conn.execute(
-            "SELECT run_id, status, lease_owner, lease_epoch, lease_expires_at, wake_at, claims"
-            " FROM runs WHERE status IN ('pending', 'running', 'waiting') LIMIT ?",
-            (limit,),
-        ).fetchall()
-    finally:
-        conn.close()
+    return databases.unsettled_runs(_database(db), limit)
 
 
 async def all_settled(corral: Corral) -> bool:
@@ -84,6 +66,8 @@ class WorkerProcess:
     log_file: IO[bytes]
     died_at: float | None = None
     """When the process was seen dead after a SIGKILL (its own crash point or ours)."""
+    ready_at: float | None = None
+    """When `ready()` first saw the worker serving (its imports alone take a second or two)."""
 
     @property
     def pid(self) -> int:
@@ -91,9 +75,21 @@ class WorkerProcess:
 
     async def ready(self) -> bool:
         """True once the worker serves (and handles SIGTERM gracefully)."""
+        if self.ready_at is not None:
+            return True
         self.log_file.flush()
         with self.log.open("rb") as log:
-            return READY.encode() in log.read(4096)
+            if READY.encode() not in log.read(4096):
+                return False
+        self.ready_at = time.time()
+        return True
+
+    async def serving_for(self) -> float:
+        """Seconds since the worker was first seen serving (0 if it is not serving yet)."""
+        if not await self.ready():
+            return 0.0
+        assert self.ready_at is not None
+        return time.time() - self.ready_at
 
     def dump_stacks(self) -> None:
         """Ask the worker to write its threads' and its tasks' stacks into its log."""
@@ -108,10 +104,10 @@ class WorkerProcess:
 
 @dataclass
 class Fleet:
-    """Worker subprocesses on one Corral database and one effect ledger."""
+    """Worker subprocesses on one Corral database (SQLite or PostgreSQL) and one effect ledger."""
 
     folder: Path
-    db: Path
+    database: Database
     ledger: Path
     concurrency: int = 4
     lease_ttl: float = 30.0
@@ -123,7 +119,18 @@ class Fleet:
 
     @property
     def url(self) -> str:
-        return sqlite_url(self.db)
+        return self.database.url
+
+    def check(
+        self, *, deaths: dict[int, float] | None = None, expect_succeeded: bool = True
+    ) -> effect_ledger.Report:
+        """The checker over this fleet's ledger and database (`deaths`: the fleet's own)."""
+        return effect_ledger.check(
+            self.ledger,
+            self.database.checker_file(self.folder),
+            deaths=self.deaths() if deaths is None else deaths,
+            expect_succeeded=expect_succeeded,
+        )
 
     def spawn(self, *, crash_at: str | None = None, until_idle: bool = False) -> WorkerProcess:
         env = dict(os.environ)

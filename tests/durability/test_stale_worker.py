@@ -23,9 +23,9 @@ import pytest
 
 from corral import Corral
 
-from . import effect_ledger
+from .databases import backdate_leases, last_write
 from .durable_shapes import WORKFLOWS, durable_shape, expected_output
-from .harness import Fleet, all_settled, backdate_leases
+from .harness import Fleet, all_settled
 
 pytestmark = pytest.mark.slow
 
@@ -59,18 +59,6 @@ def calls_since(ledger: Path, pid: int, since: float) -> int:
         conn.close()
 
 
-def last_write(db: Path) -> float:
-    conn = sqlite3.connect(db, timeout=30.0)
-    try:
-        steps = conn.execute(
-            "SELECT max(max(started_at, coalesce(finished_at, 0))) FROM steps"
-        ).fetchone()[0]
-        runs = conn.execute("SELECT max(updated_at) FROM runs").fetchone()[0]
-    finally:
-        conn.close()
-    return max(float(steps), float(runs))
-
-
 async def test_a_thawed_worker_changes_nothing_after_its_runs_were_taken_over(
     make_fleet: Any,
 ) -> None:
@@ -89,13 +77,13 @@ async def test_a_thawed_worker_changes_nothing_after_its_runs_were_taken_over(
             await asyncio.sleep(0.05)
             os.kill(frozen.pid, signal.SIGSTOP)
             assert calls_since(fleet.ledger, frozen.pid, 0.0) == 0
-            assert backdate_leases(fleet.db) == RUNS
+            assert backdate_leases(fleet.database) == RUNS
 
             rescuer = fleet.spawn()
             code = await fleet.wait_exit(rescuer, timeout=30, until=lambda: all_settled(corral))
             assert code == 0, rescuer.tail()
             outcomes = [await corral.get_run(run_id) for run_id in run_ids]
-            settled_at = last_write(fleet.db)
+            settled_at = last_write(fleet.database)
         finally:
             thawed_at = time.time()
             os.kill(frozen.pid, signal.SIGCONT)
@@ -110,13 +98,13 @@ async def test_a_thawed_worker_changes_nothing_after_its_runs_were_taken_over(
         assert code == 0, frozen.tail()
         stats = json.loads(frozen.tail(1))
 
-    assert last_write(fleet.db) == settled_at, "a stale worker's write was accepted"
+    assert last_write(fleet.database) == settled_at, "a stale worker's write was accepted"
     for run in outcomes:
         assert run.status == "succeeded", run
         assert json.loads(run.result or "null") == expected_output(SHAPE)
     # Each of its executions tried to journal its step's result and was refused.
     assert stats["outcomes"] == {"lease_lost": RUNS}, stats
-    report = effect_ledger.check(fleet.ledger, fleet.db, deaths={})
+    report = fleet.check(deaths={})
     # The frozen executor overlapped its successor by design (that is what fencing is for);
     # nothing else may be wrong, and every overlap is the frozen worker's.
     assert {o.first[0] for o in report.overlaps} == {frozen.pid}, report.summary()
