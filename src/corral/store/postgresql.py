@@ -786,18 +786,12 @@ class PostgresStore:
         self, run_id: str, name: str, payload: str, *, now: float
     ) -> SignalRecord:
         async def op(conn: Connection, batch: Batch) -> SignalRecord:
-            row = await (
-                await conn.execute(
-                    "SELECT status FROM runs WHERE run_id = %s FOR UPDATE", (run_id,)
-                )
-            ).fetchone()
-            if row is None:
-                raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
-            if row[0] in FINISHED_STATUSES:
+            status = await _lock_status(conn, run_id)
+            if status in FINISHED_STATUSES:
                 raise RunAlreadyFinished(
-                    f"run {run_id} has already {row[0]}; signal {name!r} was not delivered",
+                    f"run {run_id} has already {status}; signal {name!r} was not delivered",
                     run_id=run_id,
-                    status=row[0],
+                    status=status,
                 )
             inserted = await (
                 await conn.execute(
@@ -822,19 +816,13 @@ class PostgresStore:
         now: float,
     ) -> StepRecord:
         async def op(conn: Connection, batch: Batch) -> StepRecord:
-            row = await (
-                await conn.execute(
-                    "SELECT status FROM runs WHERE run_id = %s FOR UPDATE", (run_id,)
-                )
-            ).fetchone()
-            if row is None:
-                raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
-            if row[0] != "needs_reconciliation":
+            status = await _lock_status(conn, run_id)
+            if status != "needs_reconciliation":
                 raise RunNotReconcilable(
-                    f"run {run_id} has status {row[0]}; only a run in needs_reconciliation can"
+                    f"run {run_id} has status {status}; only a run in needs_reconciliation can"
                     " be reconciled",
                     run_id=run_id,
-                    status=row[0],
+                    status=status,
                 )
             step = await (
                 await conn.execute(
@@ -945,6 +933,17 @@ async def _write_steps(
         if finished:
             await cursor.executemany(_UPSERT_OUTCOME, finished)
     return outcomes
+
+
+async def _lock_status(conn: Connection, run_id: str) -> RunStatus:
+    """Lock a run's row for this transaction and return its status; RunNotFound if none."""
+    row = await (
+        await conn.execute("SELECT status FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+    status: RunStatus = row[0]
+    return status
 
 
 async def _wake(conn: Connection, batch: Batch, run_id: str, now: float) -> None:
