@@ -7,21 +7,22 @@ a deadline: a stuck engine fails its test with the worker's log instead of hangi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from corral import Corral
 
 from . import databases, effect_ledger
 from .databases import Database, SQLiteDatabase
-from .durable_shapes import signal_payload
+from .durable_shapes import Op, expected_output, signal_payload
 from .worker_process import READY
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
@@ -49,6 +50,55 @@ def progress(db: Path | Database) -> tuple[int, int, float]:
 def unsettled_runs(db: Path | Database, limit: int = 10) -> list[tuple[object, ...]]:
     """Runs not settled yet, with who holds them: for a stalled fleet's failure message."""
     return databases.unsettled_runs(_database(db), limit)
+
+
+async def drain(
+    fleet: Fleet,
+    database: Database,
+    *,
+    settled: Callable[[], Awaitable[bool]],
+    check_alive: Callable[[], None],
+    timeout: float,
+    stall: float,
+    seed: int,
+    detail: Callable[[], str] = lambda: "",
+) -> None:
+    """Wait until every run has settled. Fail, with the workers' stacks in their logs, if
+    nothing moves for `stall` seconds or the whole wait passes `timeout`."""
+    deadline = time.monotonic() + timeout
+    last, moved = progress(database), time.monotonic()
+    while not await settled():
+        check_alive()
+        now = progress(database)
+        if now != last:
+            last, moved = now, time.monotonic()
+        if time.monotonic() - moved > stall or time.monotonic() > deadline:
+            fleet.dump_stacks()
+            await asyncio.sleep(1.0)
+            raise AssertionError(
+                f"seed {seed}: the fleet stopped draining ({last[0]} runs unsettled, nothing "
+                f"moved for {time.monotonic() - moved:.0f}s); e.g. {unsettled_runs(database)}; "
+                f"worker logs (stacks) in {fleet.folder}{detail()}"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def stop_cleanly(fleet: Fleet, workers: Iterable[WorkerProcess]) -> None:
+    """SIGTERM each worker; every one must exit 0 (a graceful stop)."""
+    for worker in workers:
+        code = await fleet.terminate(worker)
+        assert code == 0, f"worker {worker.pid} exited with {code}:\n{worker.tail()}"
+
+
+async def wrong_results(corral: Corral, started: Mapping[str, list[Op]]) -> list[tuple[str, Any]]:
+    """Succeeded runs whose result differs from what their shape computes."""
+    wrong: list[tuple[str, Any]] = []
+    for run_id, ops in started.items():
+        run = await corral.get_run(run_id)
+        result = json.loads(run.result) if run.result is not None else None
+        if run.status == "succeeded" and result != expected_output(ops):
+            wrong.append((run_id, result))
+    return wrong
 
 
 async def all_settled(corral: Corral) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import random
 import sqlite3
@@ -40,18 +39,17 @@ from corral.errors import StoreUnavailable
 
 from . import pg_server
 from .conftest import new_database, new_fleet
-from .databases import PostgresDatabase, progress, unsettled_runs
+from .databases import PostgresDatabase
 from .durable_shapes import (
     WORKFLOWS,
     Op,
     count_runs,
     durable_shape,
-    expected_output,
     random_shape,
     root_signals,
     signal_payload,
 )
-from .harness import Fleet, WorkerProcess
+from .harness import Fleet, WorkerProcess, drain, stop_cleanly, wrong_results
 
 T = TypeVar("T")
 
@@ -262,34 +260,19 @@ async def test_chaos_on_postgresql_loses_and_duplicates_nothing(
             await submit(len(queue))
             chaos_seconds = time.monotonic() - began
 
-            deadline = time.monotonic() + DRAIN_TIMEOUT
-            last, moved = progress(database), time.monotonic()
-            while not await settled():
-                chaos.check_alive()
-                now = progress(database)
-                if now != last:
-                    last, moved = now, time.monotonic()
-                if time.monotonic() - moved > STALL or time.monotonic() > deadline:
-                    fleet.dump_stacks()
-                    await asyncio.sleep(1.0)
-                    raise AssertionError(
-                        f"seed {seed}: the fleet stopped draining ({last[0]} runs unsettled, "
-                        f"nothing moved for {time.monotonic() - moved:.0f}s); e.g. "
-                        f"{unsettled_runs(database)}; worker logs in {fleet.folder}; server "
-                        f"log:\n{server.log_tail()}"
-                    )
-                await asyncio.sleep(0.1)
+            await drain(
+                fleet,
+                database,
+                settled=settled,
+                check_alive=chaos.check_alive,
+                timeout=DRAIN_TIMEOUT,
+                stall=STALL,
+                seed=seed,
+                detail=lambda: f"; server log:\n{server.log_tail()}",
+            )
             drain_seconds = time.monotonic() - began - chaos_seconds
-            for worker in chaos.workers:
-                code = await fleet.terminate(worker)
-                assert code == 0, f"worker {worker.pid} exited with {code}:\n{worker.tail()}"
-
-            wrong: list[tuple[str, Any]] = []
-            for run_id, ops in started.items():
-                run = await corral.get_run(run_id)
-                result = json.loads(run.result) if run.result is not None else None
-                if run.status == "succeeded" and result != expected_output(ops):
-                    wrong.append((run_id, result))
+            await stop_cleanly(fleet, chaos.workers)
+            wrong = await wrong_results(corral, started)
 
         report = fleet.check()
         resumed = resumed_after_outages(fleet, chaos.outages)

@@ -14,7 +14,6 @@ Replay a failure with the printed seed: `CORRAL_SOAK_SEED=<seed>`. Sizes: `CORRA
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import random
@@ -30,12 +29,11 @@ from .durable_shapes import (
     Op,
     count_runs,
     durable_shape,
-    expected_output,
     random_shape,
     root_signals,
     signal_payload,
 )
-from .harness import Fleet, WorkerProcess, all_settled, progress, unsettled_runs
+from .harness import Fleet, WorkerProcess, all_settled, drain, stop_cleanly, wrong_results
 
 BIG = bool(os.environ.get("CORRAL_SOAK"))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800 if BIG else 300)]
@@ -131,33 +129,19 @@ async def test_kill_9_soak_loses_and_duplicates_nothing(make_fleet: Any) -> None
         await submit(len(queue))
         chaos_seconds = time.monotonic() - began
 
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        last, moved = progress(fleet.database), time.monotonic()
-        while not await all_settled(corral):
-            chaos.check_alive()
-            now = progress(fleet.database)
-            if now != last:
-                last, moved = now, time.monotonic()
-            if time.monotonic() - moved > STALL or time.monotonic() > deadline:
-                fleet.dump_stacks()
-                await asyncio.sleep(1.0)
-                raise AssertionError(
-                    f"seed {seed}: the fleet stopped draining ({last[0]} runs unsettled, nothing "
-                    f"moved for {time.monotonic() - moved:.0f}s, leases last {LEASE_TTL}s); "
-                    f"e.g. {unsettled_runs(fleet.database)}; worker logs (stacks) in {fleet.folder}"
-                )
-            await asyncio.sleep(0.1)
+        await drain(
+            fleet,
+            fleet.database,
+            settled=lambda: all_settled(corral),
+            check_alive=chaos.check_alive,
+            timeout=DRAIN_TIMEOUT,
+            stall=STALL,
+            seed=seed,
+            detail=lambda: f"; leases last {LEASE_TTL}s",
+        )
         drain_seconds = time.monotonic() - began - chaos_seconds
-        for worker in chaos.workers:
-            code = await fleet.terminate(worker)
-            assert code == 0, f"worker {worker.pid} exited with {code}:\n{worker.tail()}"
-
-        wrong: list[tuple[str, Any]] = []
-        for run_id, ops in started.items():
-            run = await corral.get_run(run_id)
-            result = json.loads(run.result) if run.result is not None else None
-            if run.status == "succeeded" and result != expected_output(ops):
-                wrong.append((run_id, result))
+        await stop_cleanly(fleet, chaos.workers)
+        wrong = await wrong_results(corral, started)
 
     report = fleet.check()
     summary = (
