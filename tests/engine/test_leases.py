@@ -118,7 +118,9 @@ async def test_a_worker_drops_a_run_whose_lease_was_lost(
     async def flow(ctx: RunContext, _: None) -> None:
         await ctx.step(long_call, name="long_call")
 
-    worker = corral.worker(worker_id="w1")
+    # One slot: w1 cannot claim its own run again once its lease is back-dated (a NOTIFY may
+    # wake it at any moment on PostgreSQL), so the claim below is w2's.
+    worker = corral.worker(worker_id="w1", concurrency=1)
     task = asyncio.create_task(worker.run())
     try:
         handle = await corral.start(flow)

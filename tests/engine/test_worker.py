@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from corral import Corral, RunContext, StoreUnavailable, Worker
+from corral import Corral, RunContext, StoreUnavailable, Worker, current_step
 from corral.store import RunRecord, Store
 from corral.testing import FakeClock
 
-from .harness import Calls, eventually, wait_for_status
+from .harness import Calls, backdate_lease, eventually, wait_for_status
 
 
 async def test_until_idle_returns_with_waiting_runs_parked(
@@ -272,3 +272,50 @@ async def test_a_worker_says_once_that_the_database_is_away_and_once_that_it_is_
     messages = [r.getMessage() for r in caplog.records if r.name == "corral.worker"]
     assert sum("unreachable" in m for m in messages) == 1, messages
     assert sum("the database is back" in m for m in messages) == 1, messages
+
+
+async def test_a_worker_that_claims_its_own_expired_run_stops_the_older_execution(
+    corral: Corral, store: Store, clock: FakeClock
+) -> None:
+    """Its lease ran out (say its heartbeats could not reach the database) and this very worker
+    claimed the run again: the superseded execution is cancelled, not left running beside."""
+    attempts: list[tuple[str, bool]] = []
+    superseded = asyncio.Event()
+    release = asyncio.Event()
+
+    async def long_call() -> str:
+        info = current_step()
+        assert info is not None
+        attempts.append((info.run_id, info.redelivered))
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            superseded.set()
+            raise
+        return "done"
+
+    @corral.workflow
+    async def flow(ctx: RunContext) -> str:
+        return await ctx.step(long_call, name="long_call")
+
+    worker = corral.worker(worker_id="w1", concurrency=3)  # room for the waker and the run
+    task = asyncio.create_task(worker.run())
+    try:
+        handle = await corral.start(flow)
+
+        async def started() -> bool:
+            return len(attempts) == 1 and bool(await store.load_journal(handle.run_id))
+
+        await eventually(started, what="the first attempt to be in flight")
+        await backdate_lease(store, handle.run_id, 31)
+        await corral.start(flow)  # any new run wakes the worker, which claims again
+        await asyncio.wait_for(superseded.wait(), timeout=5)
+        release.set()
+        assert await handle.wait_for_result(timeout=5) == "done"
+    finally:
+        release.set()
+        worker.stop()
+        await task
+    # The run's second attempt is a redelivery of the first (the waker run has its own).
+    assert [again for run_id, again in attempts if run_id == handle.run_id] == [False, True]
+    assert (await handle.get()).claims == 2

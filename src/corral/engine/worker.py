@@ -170,6 +170,11 @@ class Worker:
 
     def _launch(self, run: RunRecord) -> None:
         self.stats.claimed += 1
+        superseded = self._active.get(run.run_id)
+        if superseded is not None:
+            # This worker claimed again a run whose lease it had let expire: the older
+            # execution is fenced off already; stop it rather than let two run side by side.
+            superseded.task.cancel()
         task = asyncio.create_task(self._execute(run), name=f"run {run.run_id}")
         active = _Active(task, run.lease_epoch)
         self._active[run.run_id] = active
