@@ -237,6 +237,23 @@ async def start_workers(url: str, count: int, *options: str) -> list[WorkerProce
     return workers
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat (Linux).
+
+    Busy is everything but idle and iowait, so it counts the server, the workers and the
+    benchmark alike: the measure of whether the machine, not one process, is saturated.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(f) for f in stat.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return (total - idle) / ticks, total / ticks
+
+
 async def drain(url: str, workers: int, *, concurrency: int, timeout: float) -> dict[str, Any]:
     """Start `workers` processes, let them execute every runnable run; wall-clock start and stats.
 
@@ -247,10 +264,12 @@ async def drain(url: str, workers: int, *, concurrency: int, timeout: float) -> 
     )
     try:
         started = time.time()
+        busy_before, _ = machine_cpu_seconds()
         for proc in procs:
             proc.go()
         stats = await asyncio.gather(*(p.finish(timeout) for p in procs))
         ended = time.time()
+        busy_after, _ = machine_cpu_seconds()
     finally:
         await asyncio.gather(*(p.kill() for p in procs), return_exceptions=True)
     return {
@@ -260,6 +279,7 @@ async def drain(url: str, workers: int, *, concurrency: int, timeout: float) -> 
         "operations": sum(s["operations"] for s in stats),
         "claimed": [s["claimed"] for s in stats],
         "cpu": sum(s["cpu"] for s in stats),
+        "machine_busy": busy_after - busy_before,
     }
 
 
@@ -323,7 +343,9 @@ async def throughput(base_url: str, *, workers: int, runs: int, steps: int) -> l
             runs / elapsed,
             "runs/s",
             f"{runs * steps / elapsed:,.0f} steps/s; {per_commit:.1f} writes/commit;"
-            f" workers' CPU {timing['cpu'] / elapsed:.2f} cores; runs claimed {claimed}",
+            f" workers' CPU {timing['cpu'] / elapsed:.2f} cores, whole machine"
+            f" {timing['machine_busy'] / (timing['ended'] - timing['started']):.2f}"
+            f" of {os.cpu_count()} cores busy; runs claimed {claimed}",
         ),
         waits.row(f"pg:   server backends, {processes}"),
     ]
@@ -496,8 +518,9 @@ async def run_all(base_url: str, *, quick: bool) -> list[Row]:
         )
     )
 
-    runs = 200 if quick else 400
-    for workers in (1, 2, 4):
+    # 1,500 runs last several seconds per size: 400 lasted about one, and varied ±15% run to run.
+    runs = 200 if quick else 1500
+    for workers in (1, 2, 3, 4):
         rows.extend(await throughput(base_url, workers=workers, runs=runs, steps=steps))
 
     totals, to_expiry = await lease_takeover(base_url, samples=3 if quick else 5)
