@@ -24,6 +24,10 @@ from corral.testing import FakeClock
 BACKENDS = ["sqlite", "postgresql"]
 """Every store backend the suites run on."""
 
+# The global switch: no test may send a model request off this machine (worker processes the
+# tests start inherit it). Model clients are tested against servers on 127.0.0.1.
+os.environ["CORRAL_ALLOW_NETWORK_MODELS"] = "0"
+
 POSTGRES_URL = os.environ.get(
     "CORRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

@@ -9,9 +9,15 @@ CorralError                         code
 │   ├── RunAlreadyFinished          run_finished
 │   ├── RunNotReconcilable          not_reconcilable
 │   ├── NotSerializable             not_serializable
-│   └── StoreError                  store_error        (bad URL, corrupt file, not Corral's)
-│       ├── SchemaVersionMismatch   schema_mismatch    (older: migrate it; newer: upgrade Corral)
-│       └── StoreUnavailable        store_unavailable  (locked, unreachable)
+│   ├── StoreError                  store_error        (bad URL, corrupt file, not Corral's)
+│   │   ├── SchemaVersionMismatch   schema_mismatch    (older: migrate it; newer: upgrade Corral)
+│   │   └── StoreUnavailable        store_unavailable  (locked, unreachable)
+│   ├── UnknownModel                unknown_model      (a model string with no known provider)
+│   ├── ModelNotConfigured          model_not_configured (e.g. no API key: names the setting)
+│   ├── ModelRequestsForbidden      model_requests_forbidden (network switched off in tests)
+│   ├── UnknownTool                 unknown_tool       (a tool name an agent does not have)
+│   ├── ToolArgumentsInvalid        tool_arguments_invalid (malformed JSON, failed schema)
+│   └── AgentDefinitionError        agent_definition   (a malformed agent or pattern)
 ├── RunFailure                      something a run did failed; raised inside or about a run
 │   ├── RunFailed                   run_failed         (waiting for a run that did not succeed)
 │   ├── NonDeterminismError         non_determinism
@@ -19,8 +25,14 @@ CorralError                         code
 │   ├── ChildRunFailed              child_failed
 │   ├── SignalTimeout               signal_timeout
 │   ├── NeedsReconciliation         needs_reconciliation
-│   └── LeaseLost                   lease_lost
+│   ├── LeaseLost                   lease_lost
+│   ├── ModelCallFailed             model_call_failed  (HTTP error, rate limit, bad response)
+│   ├── ToolFailed                  tool_failed        (a tool raised; names tool and step)
+│   ├── TurnLimitExceeded           turn_limit         (an agent loop hit its max_turns)
+│   ├── OutputInvalid               output_invalid     (names the agent, schema, violation)
+│   └── DepthLimitExceeded          depth_limit        (delegation nested too deep)
 └── RunSignal                       raised by steps to steer the run (later: ApprovalRequired)
+    └── ToolRetry                   tool_retry         (a tool asks the model to try again)
 ```
 
 Every error's `to_dict()` is what the journal stores and the CLI and API return: the `code`, the
@@ -116,6 +128,42 @@ class StoreUnavailable(StoreError):
     code = "store_unavailable"
 
 
+class UnknownModel(UsageError):
+    """A model string whose provider prefix Corral does not know."""
+
+    code = "unknown_model"
+
+
+class ModelNotConfigured(UsageError):
+    """A model needs a setting (usually an API key) that is not set; `setting` names it."""
+
+    code = "model_not_configured"
+
+
+class ModelRequestsForbidden(UsageError):
+    """A model request would leave the machine while network model requests are switched off."""
+
+    code = "model_requests_forbidden"
+
+
+class UnknownTool(UsageError):
+    """A model called a tool the agent does not have."""
+
+    code = "unknown_tool"
+
+
+class ToolArgumentsInvalid(UsageError):
+    """A tool call's arguments were not JSON, or failed the tool's schema."""
+
+    code = "tool_arguments_invalid"
+
+
+class AgentDefinitionError(UsageError):
+    """An agent or pattern was defined in a way that cannot run (names clash, no stages…)."""
+
+    code = "agent_definition"
+
+
 # -- run failures ------------------------------------------------------------------------------
 
 
@@ -163,6 +211,36 @@ class LeaseLost(RunFailure):
     code = "lease_lost"
 
 
+class ModelCallFailed(RunFailure):
+    """A model call failed: the provider answered with an error, or not in a usable shape."""
+
+    code = "model_call_failed"
+
+
+class ToolFailed(RunFailure):
+    """A tool raised. The tool loop reports it to the model; it fails a run only when raised."""
+
+    code = "tool_failed"
+
+
+class TurnLimitExceeded(RunFailure):
+    """An agent's loop made `max_turns` model calls without reaching a final answer."""
+
+    code = "turn_limit"
+
+
+class OutputInvalid(RunFailure):
+    """An agent's output failed its schema or a success check after every allowed retry."""
+
+    code = "output_invalid"
+
+
+class DepthLimitExceeded(RunFailure):
+    """Delegation nested deeper than the configured limit (supervisors of supervisors…)."""
+
+    code = "depth_limit"
+
+
 # -- signals a step may raise ------------------------------------------------------------------
 
 
@@ -172,14 +250,30 @@ class RunSignal(CorralError):
     code = "run_signal"
 
 
+class ToolRetry(RunSignal):
+    """Raised by a tool to send its message back to the model as the call's result.
+
+    For a problem the model can fix ("no order 123; order ids look like A-1234"), rather than a
+    failure of the tool.
+    """
+
+    code = "tool_retry"
+
+
 __all__ = [
+    "AgentDefinitionError",
     "ChildRunFailed",
     "CorralError",
+    "DepthLimitExceeded",
     "InvalidInput",
     "LeaseLost",
+    "ModelCallFailed",
+    "ModelNotConfigured",
+    "ModelRequestsForbidden",
     "NeedsReconciliation",
     "NonDeterminismError",
     "NotSerializable",
+    "OutputInvalid",
     "RunAlreadyFinished",
     "RunFailed",
     "RunFailure",
@@ -191,6 +285,12 @@ __all__ = [
     "StepFailed",
     "StoreError",
     "StoreUnavailable",
+    "ToolArgumentsInvalid",
+    "ToolFailed",
+    "ToolRetry",
+    "TurnLimitExceeded",
+    "UnknownModel",
+    "UnknownTool",
     "UnknownWorkflow",
     "UsageError",
 ]

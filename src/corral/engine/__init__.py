@@ -9,15 +9,23 @@ from corral.engine.corral import Corral, RunHandle
 from corral.engine.execution import Execution, execute_run
 from corral.engine.steps import step
 from corral.engine.worker import Worker, WorkerStats
-from corral.engine.workflows import Workflow, WorkflowRegistry, workflow
+from corral.engine.workflows import (
+    ProvidesWorkflows,
+    Runnable,
+    Workflow,
+    WorkflowRegistry,
+    workflow,
+)
 
 __all__ = [
     "ChildHandle",
     "Clock",
     "Corral",
     "Execution",
+    "ProvidesWorkflows",
     "RunContext",
     "RunHandle",
+    "Runnable",
     "StepInfo",
     "SystemClock",
     "Worker",

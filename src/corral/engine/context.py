@@ -39,7 +39,7 @@ from corral.store import NewRun, RunRecord, StepKind, StepRecord, StepWrite, Sto
 
 if TYPE_CHECKING:
     from corral.engine.clock import Clock
-    from corral.engine.workflows import Workflow, WorkflowRegistry
+    from corral.engine.workflows import Runnable, Workflow, WorkflowRegistry
 
 T = TypeVar("T")
 
@@ -206,13 +206,13 @@ class RunContext:
         return self._wait_for_signal(self._take_seq(), name, timeout, type_)
 
     def start_child(
-        self, workflow: str | Workflow[Any, Any], input: Any = None
+        self, workflow: str | Runnable, input: Any = None
     ) -> Coroutine[Any, Any, ChildHandle]:
         """Start a child run and return a handle to await its result later."""
         return self._start_child(self._take_seq(), workflow, input)
 
     def run_child(
-        self, workflow: str | Workflow[Any, Any], input: Any = None
+        self, workflow: str | Runnable, input: Any = None
     ) -> Coroutine[Any, Any, Any]:
         """Start a child run and wait for its result (raises `ChildRunFailed` if it fails)."""
         start_seq = self._take_seq()
@@ -445,7 +445,7 @@ class RunContext:
         )
 
     async def _start_child(
-        self, seq: int, workflow: str | Workflow[Any, Any], input: Any
+        self, seq: int, workflow: str | Runnable, input: Any
     ) -> ChildHandle:
         self._check_open()
         wf = self._workflows.resolve(workflow)

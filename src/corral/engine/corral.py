@@ -12,7 +12,14 @@ from typing import Any, Generic, TypeVar, overload
 from corral.engine import payloads
 from corral.engine.clock import Clock, SystemClock
 from corral.engine.worker import Worker, WorkerStats
-from corral.engine.workflows import Workflow, WorkflowFunction, WorkflowRegistry, workflow
+from corral.engine.workflows import (
+    ProvidesWorkflows,
+    Runnable,
+    Workflow,
+    WorkflowFunction,
+    WorkflowRegistry,
+    workflow,
+)
 from corral.errors import RunFailed, RunNotFound, UsageError
 from corral.store import (
     DEFAULT_DATABASE_URL,
@@ -118,15 +125,17 @@ class Corral:
 
         return decorate(fn) if fn is not None else decorate
 
-    def register(self, *workflows: Workflow[Any, Any]) -> None:
-        for wf in workflows:
-            self.workflows.add(wf)
+    def register(self, *runnables: Runnable) -> None:
+        """Make workflows (and agents, with the agents they delegate to) known by name here:
+        a worker can only execute runs of workflows it knows."""
+        for runnable in runnables:
+            self.workflows.add_all(runnable)
 
     # -- runs ----------------------------------------------------------------------------------
 
     async def start(
         self,
-        workflow: str | Workflow[I, O],
+        workflow: str | Workflow[I, O] | ProvidesWorkflows,
         input: Any = None,
         *,
         idempotency_key: str | None = None,

@@ -8,7 +8,17 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Protocol,
+    TypeVar,
+    Union,
+    get_type_hints,
+    overload,
+    runtime_checkable,
+)
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -149,6 +159,31 @@ def workflow(
     return decorate
 
 
+@runtime_checkable
+class ProvidesWorkflows(Protocol):
+    """Something runnable that is not itself a workflow (an agent, a pipeline): it names the
+    workflow that runs it, and every workflow it may start as a child run.
+
+    The engine knows nothing of agents; this is the one hook through which they become runs.
+    """
+
+    def __corral_workflow__(self) -> Workflow[Any, Any]: ...
+
+    def __corral_workflows__(self) -> Iterable[Workflow[Any, Any]]: ...
+
+
+Runnable = Union["Workflow[Any, Any]", ProvidesWorkflows]
+
+
+def as_workflow(target: Any) -> Workflow[Any, Any] | None:
+    """The workflow of `target`: itself, what its `__corral_workflow__` gives, or None."""
+    if isinstance(target, Workflow):
+        return target
+    if isinstance(target, ProvidesWorkflows):
+        return target.__corral_workflow__()
+    return None
+
+
 class WorkflowRegistry:
     """The workflows one `Corral` instance knows, by name; `module:attr` names load on demand."""
 
@@ -171,8 +206,22 @@ class WorkflowRegistry:
     def __iter__(self) -> Any:
         return iter(self._by_name.values())
 
-    def resolve(self, ref: str | Workflow[Any, Any]) -> Workflow[Any, Any]:
-        """A workflow by registered name or by `package.module:attribute`."""
+    def add_all(self, target: Runnable) -> None:
+        """Register a workflow, or everything an agent-like object may run (its children too)."""
+        if isinstance(target, ProvidesWorkflows):
+            for wf in target.__corral_workflows__():
+                self.add(wf)
+        elif isinstance(target, Workflow):
+            self.add(target)
+        else:
+            raise UsageError(f"{target!r} is neither a workflow nor something that runs as one")
+
+    def resolve(self, ref: str | Runnable) -> Workflow[Any, Any]:
+        """A workflow by registered name or by `package.module:attribute`, or the workflow of
+        an agent-like object (registered along with the workflows it may start)."""
+        if isinstance(ref, ProvidesWorkflows):
+            self.add_all(ref)
+            return ref.__corral_workflow__()
         if isinstance(ref, Workflow):
             self.add(ref)
             return ref
@@ -180,7 +229,10 @@ class WorkflowRegistry:
         if known is not None:
             return known
         if ":" in ref:
-            wf = load_workflow_reference(ref)
+            target = _import_reference(ref)
+            if isinstance(target, ProvidesWorkflows):
+                self.add_all(target)  # the child runs it may start, by their own names
+            wf = _workflow_of_reference(ref, target)
             self.add(wf)
             return wf
         hint = f"; registered: {', '.join(self.names())}" if self._by_name else ""
@@ -192,6 +244,10 @@ class WorkflowRegistry:
 
 def load_workflow_reference(ref: str) -> Workflow[Any, Any]:
     """Import `package.module:attribute` and make a workflow of it (named by the reference)."""
+    return _workflow_of_reference(ref, _import_reference(ref))
+
+
+def _import_reference(ref: str) -> Any:
     module_name, _, attr = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -206,9 +262,14 @@ def load_workflow_reference(ref: str) -> Workflow[Any, Any]:
             raise UnknownWorkflow(
                 f"unknown workflow {ref!r}: module {module_name!r} has no {attr!r}", workflow=ref
             )
-    if isinstance(target, Workflow):
+    return target
+
+
+def _workflow_of_reference(ref: str, target: Any) -> Workflow[Any, Any]:
+    found = as_workflow(target)
+    if found is not None:
         # Runs started by reference keep the reference as their name: any worker can import it.
-        return dataclasses.replace(target, name=ref)
+        return dataclasses.replace(found, name=ref)
     if callable(target):
         return _workflow_from(target, ref, "1")
     raise UnknownWorkflow(f"{ref!r} is a {type(target).__name__}, not a workflow", workflow=ref)
