@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from corral import Corral, RunContext
 from corral.agents import Agent, AgentEvent, agent_events
-from corral.models import Call, ModelRequest, ScriptedModel, reply
 from corral.errors import ToolRetry
+from corral.models import Call, ModelRequest, ScriptedModel, reply
 from corral.tools import ToolContext, tool
 
 from .harness import run_error, steps_of
@@ -169,7 +169,8 @@ async def test_a_tool_that_raises_is_reported_to_the_model(corral: Corral) -> No
 
 
 async def test_typed_output_is_validated_and_retried(corral: Corral) -> None:
-    model = ScriptedModel(['{"approved": "maybe"}', '```json\n{"approved": true, "reason": "ok"}\n```'])
+    fenced = '```json\n{"approved": true, "reason": "ok"}\n```'
+    model = ScriptedModel(['{"approved": "maybe"}', fenced])
     agent: Agent[Verdict] = Agent("judge", model=model, output_type=Verdict)
 
     @corral.workflow

@@ -62,7 +62,9 @@ async def summarize(points: list[str], ctx: ToolContext) -> str:
     return " + ".join(points)
 
 
-researcher: Agent[Any] = Agent("researcher", model=LedgerModel(rules=plan), tools=[fetch, summarize])
+researcher: Agent[Any] = Agent(
+    "researcher", model=LedgerModel(rules=plan), tools=[fetch, summarize]
+)
 
 EXPECTED = "Answer: facts from alpha + facts from beta"
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Generic, Union
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeVar
 
 from corral.agents.contracts import Check, OutputContract
 from corral.engine import RunContext, Workflow
@@ -38,7 +39,8 @@ from corral.tools import Tool, Toolset
 if TYPE_CHECKING:
     from corral.agents.events import Listener
 
-O = TypeVar("O")
+O = TypeVar("O", default=Any)
+"""The output type: `Agent(…, output_type=Verdict)` is an `Agent[Verdict]`."""
 
 
 class AgentTask(BaseModel):

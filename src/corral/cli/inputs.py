@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from corral import InvalidInput, UsageError
+from pydantic import TypeAdapter, ValidationError
+
+from corral import InvalidInput, UsageError, Workflow
 
 
 def parse_json(text: str, *, source: str) -> Any:
@@ -23,6 +25,17 @@ def parse_json(text: str, *, source: str) -> Any:
             line=exc.lineno,
             column=exc.colno,
         ) from None
+
+
+def takes_text(workflow: Workflow[Any, Any]) -> bool:
+    """Whether a workflow's declared input type accepts a plain string (agents do)."""
+    if workflow.input_type in (None, Any):
+        return False  # untyped input is JSON, so a typo in JSON is not silently a string
+    try:
+        TypeAdapter(workflow.input_type).validate_python("text")
+    except ValidationError:
+        return False
+    return True
 
 
 def read_input(input_json: str | None, input_file: Path | None) -> str | None:

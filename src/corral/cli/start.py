@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from corral import RunHandle
+from corral import InvalidInput, RunHandle
 from corral.cli.app_loading import load_workflows
 from corral.cli.display import error_line, waiting_for
 from corral.cli.exits import ExitCode, exit_code_for_status, reporting_errors
-from corral.cli.inputs import read_input
+from corral.cli.inputs import read_input, takes_text
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import decode, dumps, run_json
 from corral.cli.waiting import WaitOutcome, execute_until_settled
@@ -49,7 +49,12 @@ def run_command(
     input_json: Annotated[
         str | None,
         typer.Option(
-            "--input", "-i", metavar="JSON", help="The run's input as JSON.", show_default=False
+            "--input",
+            "-i",
+            metavar="JSON",
+            help="The run's input as JSON. For a workflow whose input is text (an agent), text "
+            "that is not JSON is taken as the text: `corral run mymod:agent -i 'Where is A-1?'`.",
+            show_default=False
         ),
     ] = None,
     input_file: Annotated[
@@ -100,7 +105,13 @@ def run_command(
     """
     settings = Settings.of(ctx)
     with reporting_errors():
-        input_text = read_input(input_json, input_file)
+        try:
+            input_text = read_input(input_json, input_file)
+            plain_text: str | None = None
+        except InvalidInput:
+            if input_json is None:
+                raise
+            input_text, plain_text = None, input_json  # text, if the workflow takes text
         workflows = load_workflows(settings.app)
     wait = wait or timeout is not None
 
@@ -108,7 +119,11 @@ def run_command(
         async with settings.corral(workflows) as corral:
             # The input goes in as JSON bytes: the engine reads `str` and `bytes` inputs as JSON
             # text, and bytes stay JSON text however `str` inputs are read in the future.
-            payload = None if input_text is None else input_text.encode()
+            payload: Any = None if input_text is None else input_text.encode()
+            if plain_text is not None:
+                if not takes_text(corral.workflows.resolve(workflow)):
+                    read_input(input_json, None)  # raise the JSON error after all
+                payload = plain_text
             handle: RunHandle[Any] = await corral.start(
                 workflow, payload, idempotency_key=idempotency_key
             )

@@ -133,13 +133,25 @@ class Corral:
 
     # -- runs ----------------------------------------------------------------------------------
 
+    @overload
+    async def start(
+        self, workflow: Workflow[I, O], input: Any = None, *, idempotency_key: str | None = None
+    ) -> RunHandle[O]: ...
+    @overload
+    async def start(
+        self,
+        workflow: str | ProvidesWorkflows,
+        input: Any = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> RunHandle[Any]: ...
     async def start(
         self,
         workflow: str | Workflow[I, O] | ProvidesWorkflows,
         input: Any = None,
         *,
         idempotency_key: str | None = None,
-    ) -> RunHandle[O]:
+    ) -> RunHandle[Any]:
         """Start a run; with an idempotency key already used, return the run it started."""
         wf = self.workflows.resolve(workflow)
         new = NewRun(
