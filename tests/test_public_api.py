@@ -6,6 +6,22 @@ import corral.store
 import corral.testing
 
 EXPECTED = {
+    "Agent",
+    "AgentDefinitionError",
+    "AgentResult",
+    "DepthLimitExceeded",
+    "ModelCallFailed",
+    "ModelNotConfigured",
+    "ModelRequestsForbidden",
+    "OutputInvalid",
+    "ToolArgumentsInvalid",
+    "ToolContext",
+    "ToolFailed",
+    "ToolRetry",
+    "TurnLimitExceeded",
+    "UnknownModel",
+    "UnknownTool",
+    "tool",
     "ChildHandle",
     "ChildRunFailed",
     "Corral",

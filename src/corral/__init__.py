@@ -3,6 +3,7 @@
 The public surface is this namespace (pinned by `tests/test_public_api.py`).
 """
 
+from corral.agents import Agent, AgentResult
 from corral.engine import (
     ChildHandle,
     Corral,
@@ -16,13 +17,19 @@ from corral.engine import (
     workflow,
 )
 from corral.errors import (
+    AgentDefinitionError,
     ChildRunFailed,
     CorralError,
+    DepthLimitExceeded,
     InvalidInput,
     LeaseLost,
+    ModelCallFailed,
+    ModelNotConfigured,
+    ModelRequestsForbidden,
     NeedsReconciliation,
     NonDeterminismError,
     NotSerializable,
+    OutputInvalid,
     RunAlreadyFinished,
     RunFailed,
     RunFailure,
@@ -32,22 +39,37 @@ from corral.errors import (
     StepFailed,
     StoreError,
     StoreUnavailable,
+    ToolArgumentsInvalid,
+    ToolFailed,
+    ToolRetry,
+    TurnLimitExceeded,
+    UnknownModel,
+    UnknownTool,
     UnknownWorkflow,
     UsageError,
 )
+from corral.tools import ToolContext, tool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentDefinitionError",
+    "AgentResult",
     "ChildHandle",
     "ChildRunFailed",
     "Corral",
     "CorralError",
+    "DepthLimitExceeded",
     "InvalidInput",
     "LeaseLost",
+    "ModelCallFailed",
+    "ModelNotConfigured",
+    "ModelRequestsForbidden",
     "NeedsReconciliation",
     "NonDeterminismError",
     "NotSerializable",
+    "OutputInvalid",
     "RunAlreadyFinished",
     "RunContext",
     "RunFailed",
@@ -60,11 +82,19 @@ __all__ = [
     "StepInfo",
     "StoreError",
     "StoreUnavailable",
+    "ToolArgumentsInvalid",
+    "ToolContext",
+    "ToolFailed",
+    "ToolRetry",
+    "TurnLimitExceeded",
+    "UnknownModel",
+    "UnknownTool",
     "UnknownWorkflow",
     "UsageError",
     "Worker",
     "Workflow",
     "current_step",
     "step",
+    "tool",
     "workflow",
 ]
