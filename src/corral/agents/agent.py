@@ -162,10 +162,15 @@ class Agent(Generic[O]):
         return self._model
 
     async def aclose(self) -> None:
-        """Close the model client this agent opened from a string (not one it was given)."""
+        """Close the model client this agent opened from a string (not one it was given), and
+        its toolsets' connections (an MCP server's process or session; they reopen on use)."""
         if self._model is not None and not isinstance(self.model_spec, Model):
             model, self._model = self._model, None
             await model.aclose()
+        for item in self.tools:
+            close = getattr(item, "aclose", None)
+            if not isinstance(item, Tool) and close is not None:
+                await close()
 
     # -- as a workflow -------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class Tool:
         scopes: Iterable[str] = (),
         at_most_once: bool = False,
     ) -> Tool:
-        tool_name = name or fn.__name__
+        tool_name = fn.__name__ if name is None else name
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tool_name):
             raise AgentDefinitionError(
                 f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-' (the limit "
