@@ -34,7 +34,7 @@ async def test_mcp_tools_are_listed_once_and_called_as_steps(corral: Corral) -> 
 
     @corral.workflow
     async def solve(ctx: RunContext, question: str) -> str:
-        return (await agent.run(ctx, question)).output
+        return str((await agent.run(ctx, question)).output)
 
     try:
         handle = await corral.start(solve, "what is 20 + 22?")

@@ -1,0 +1,1 @@
+"""Tests of corral.models: the OpenAI and Anthropic clients, the registry, the scripted model."""
