@@ -14,6 +14,7 @@ from corral.models import Call
 from corral.testing import (
     AnthropicCompatibleServer,
     OpenAICompatibleServer,
+    ScriptItem,
     ServerFailure,
     ServerReply,
 )
@@ -39,7 +40,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 async def test_openai_compatible_server_runs_the_tool_loop(
     corral: Corral, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = [
+    script: list[ScriptItem] = [
         ServerFailure(429, "slow down"),  # the SDK retries once (CORRAL_MODEL_MAX_RETRIES=1)
         ServerReply(calls=[Call("lookup_order", {"order_id": "A-1"})]),
         ServerReply("A-1 has shipped.", input_tokens=30, output_tokens=5),
