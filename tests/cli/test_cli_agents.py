@@ -28,3 +28,12 @@ def test_text_input_is_refused_for_a_workflow_that_takes_json(cli: Invoke) -> No
     bad = cli("run", "greet", "-i", "hello there").no_traceback()
     assert bad.exit_code == 2
     assert "--input is not valid JSON" in bad.stderr
+
+
+def test_follow_streams_the_agent_on_stderr(cli: Invoke) -> None:
+    done = cli("run", AGENT, "-i", "add them", "--follow").no_traceback()
+    assert done.exit_code == 0, done.stderr
+    assert "adder → add(" in done.stderr
+    assert "adder ← add: 5" in done.stderr
+    assert "adder: The sum is 5." in done.stderr
+    assert "The sum is 5." in done.stdout

@@ -12,6 +12,7 @@ from corral import InvalidInput, RunHandle
 from corral.cli.app_loading import load_workflows
 from corral.cli.display import error_line, waiting_for
 from corral.cli.exits import ExitCode, exit_code_for_status, reporting_errors
+from corral.cli.following import following
 from corral.cli.inputs import read_input, takes_text
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import decode, dumps, run_json
@@ -54,7 +55,7 @@ def run_command(
             metavar="JSON",
             help="The run's input as JSON. For a workflow whose input is text (an agent), text "
             "that is not JSON is taken as the text: `corral run mymod:agent -i 'Where is A-1?'`.",
-            show_default=False
+            show_default=False,
         ),
     ] = None,
     input_file: Annotated[
@@ -94,6 +95,15 @@ def run_command(
             show_default=False,
         ),
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="With --wait (implied): print agents' output on stderr as it streams, and "
+            "their tool calls as they happen.",
+        ),
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the run as JSON (see docs/cli.md).")
     ] = False,
@@ -113,7 +123,7 @@ def run_command(
                 raise
             input_text, plain_text = None, input_json  # text, if the workflow takes text
         workflows = load_workflows(settings.app)
-    wait = wait or timeout is not None
+    wait = wait or timeout is not None or follow
 
     async def start() -> Started:
         async with settings.corral(workflows) as corral:
@@ -138,7 +148,8 @@ def run_command(
                         err=True,
                     )
                 return Started(run, handle.created)
-            outcome = await execute_until_settled(corral, handle.run_id, timeout=timeout)
+            with following(follow):
+                outcome = await execute_until_settled(corral, handle.run_id, timeout=timeout)
             if outcome.run.finished:
                 return Started(outcome.run, handle.created, outcome)
             # Say what an unfinished run waits for.
