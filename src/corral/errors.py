@@ -17,7 +17,8 @@ CorralError                         code
 │   ├── ModelRequestsForbidden      model_requests_forbidden (network switched off in tests)
 │   ├── UnknownTool                 unknown_tool       (a tool name an agent does not have)
 │   ├── ToolArgumentsInvalid        tool_arguments_invalid (malformed JSON, failed schema)
-│   └── AgentDefinitionError        agent_definition   (a malformed agent or pattern)
+│   ├── AgentDefinitionError        agent_definition   (a malformed agent or pattern)
+│   └── NamespaceViolation          namespace_violation (a write outside its own namespace)
 ├── RunFailure                      something a run did failed; raised inside or about a run
 │   ├── RunFailed                   run_failed         (waiting for a run that did not succeed)
 │   ├── NonDeterminismError         non_determinism
@@ -30,7 +31,8 @@ CorralError                         code
 │   ├── ToolFailed                  tool_failed        (a tool raised; names tool and step)
 │   ├── TurnLimitExceeded           turn_limit         (an agent loop hit its max_turns)
 │   ├── OutputInvalid               output_invalid     (names the agent, schema, violation)
-│   └── DepthLimitExceeded          depth_limit        (delegation nested too deep)
+│   ├── DepthLimitExceeded          depth_limit        (delegation nested too deep)
+│   └── NoRoute                     no_route           (a router found no route for an event)
 └── RunSignal                       raised by steps to steer the run (later: ApprovalRequired)
     └── ToolRetry                   tool_retry         (a tool asks the model to try again)
 ```
@@ -164,6 +166,12 @@ class AgentDefinitionError(UsageError):
     code = "agent_definition"
 
 
+class NamespaceViolation(UsageError):
+    """A writer tried to write outside its own namespace (or a namespace that does not exist)."""
+
+    code = "namespace_violation"
+
+
 # -- run failures ------------------------------------------------------------------------------
 
 
@@ -241,6 +249,12 @@ class DepthLimitExceeded(RunFailure):
     code = "depth_limit"
 
 
+class NoRoute(RunFailure):
+    """No rule matched, there is no classifier, and there is no default route."""
+
+    code = "no_route"
+
+
 # -- signals a step may raise ------------------------------------------------------------------
 
 
@@ -270,7 +284,9 @@ __all__ = [
     "ModelCallFailed",
     "ModelNotConfigured",
     "ModelRequestsForbidden",
+    "NamespaceViolation",
     "NeedsReconciliation",
+    "NoRoute",
     "NonDeterminismError",
     "NotSerializable",
     "OutputInvalid",

@@ -1,0 +1,1 @@
+"""Tests of the orchestration patterns; each asserts the whole journal of the runs involved."""
