@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements/main.lock requirements/dev.lock | $(UV)
 
 install: $(STAMP) ## Create .venv and install Corral with its pinned dependencies
 
-demo: $(STAMP) ## Run the sample workflow on embedded SQLite: start, crash, resume, inspect
+demo: $(STAMP) ## Run the customer-support agent fleet on embedded SQLite (scripted model): a worker is killed mid-fleet and the runs resume
 	$(PY) -m corral.demo
 
 lint: $(STAMP) ## ruff (lint and format check)

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from corral import RunContext, UsageError, workflow
+from corral.agents import Agent
 from corral.cli.app_loading import DEMO_MODULE, load_workflows
+from corral.models import ScriptedModel
 
 if TYPE_CHECKING:
     from tests.cli.conftest import Invoke
@@ -68,7 +70,10 @@ def test_a_missing_attribute_is_a_usage_error(cli: Invoke) -> None:
 def test_an_attribute_of_the_wrong_kind_is_a_usage_error(cli: Invoke) -> None:
     bad = cli("workflows", env={"CORRAL_APP": "tests.cli.sample_app:GreetIn"}).no_traceback()
     assert bad.exit_code == 2
-    assert "expected a corral.Corral instance, a workflow, or a list of workflows" in bad.stderr
+    assert (
+        "expected a corral.Corral instance, a workflow, an agent or pattern, or a list of those"
+        in bad.stderr
+    )
 
 
 def test_a_file_path_is_refused_with_the_right_form(cli: Invoke) -> None:
@@ -120,6 +125,30 @@ def test_without_app_the_demo_workflows_are_loaded(monkeypatch: pytest.MonkeyPat
     demo.__dict__["demo_flow"] = demo_flow
     monkeypatch.setitem(sys.modules, DEMO_MODULE, demo)
     assert load_workflows(None) == [demo_flow]
+
+
+def test_agents_at_module_level_contribute_their_workflows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    helper = Agent("helper", model=ScriptedModel(["ok"]))
+    boss = Agent("boss", model=ScriptedModel(["ok"]), delegates=[helper])
+    app = types.ModuleType("agents_app_cli_test")
+    app.__dict__.update({"boss": boss, "Agent": Agent})  # the class itself is skipped
+    monkeypatch.setitem(sys.modules, "agents_app_cli_test", app)
+    assert sorted(wf.name for wf in load_workflows("agents_app_cli_test")) == [
+        "agent:boss",
+        "agent:helper",
+    ]
+    assert sorted(wf.name for wf in load_workflows("agents_app_cli_test:boss")) == [
+        "agent:boss",
+        "agent:helper",
+    ]
+
+
+def test_the_default_app_holds_the_support_fleet() -> None:
+    names = {wf.name for wf in load_workflows(None)}
+    assert {"handle_ticket", "router:triage", "pipeline:reply", "agent:refunds"} <= names
+    assert {"fulfil_order", "ship_item"} <= names
 
 
 class _BrokenDemoFinder(importlib.abc.MetaPathFinder):

@@ -1,9 +1,11 @@
 """Finding the user's workflows: `--app MODULE[:ATTR]`, or the demo workflows by default.
 
-`ATTR` may name a `Corral` instance (its registered workflows are taken), a `Workflow`, or a list
-or tuple of workflows. A bare `MODULE` contributes every `Workflow` at its top level, and the
-workflows of every `Corral` instance there. Whatever is loaded, a workflow can always be named on
-the command line as `package.module:function`; the engine imports it on demand.
+`ATTR` may name a `Corral` instance (its registered workflows are taken), a `Workflow`, an agent
+or pattern (anything with `__corral_workflows__`: its workflow and every one it may start), or a
+list or tuple of those. A bare `MODULE` contributes every `Workflow`, agent and pattern at its top
+level, and the workflows of every `Corral` instance there. Whatever is loaded, a workflow can
+always be named on the command line as `package.module:function`; the engine imports it on
+demand.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from corral import Corral, UsageError, Workflow
+from corral.engine import ProvidesWorkflows
 
 DEMO_MODULE = "corral.demo.workflows"
 
@@ -106,23 +109,38 @@ def _demo_workflows() -> list[Workflow[Any, Any]]:
 def _module_workflows(module: ModuleType) -> list[Workflow[Any, Any]]:
     found: dict[int, Workflow[Any, Any]] = {}
     for value in list(vars(module).values()):
-        if isinstance(value, Workflow):
-            found.setdefault(id(value), value)
-        elif isinstance(value, Corral):
+        if isinstance(value, Corral):
             for wf in value.workflows:
                 found.setdefault(id(wf), wf)
+        else:
+            for wf in _provided(value):
+                found.setdefault(id(wf), wf)
     return list(found.values())
+
+
+def _provided(value: Any) -> list[Workflow[Any, Any]]:
+    """A workflow itself; what an agent or pattern provides (its own and its children's)."""
+    if isinstance(value, Workflow):
+        return [value]
+    # A class has the protocol's methods too (unbound): only instances provide workflows.
+    if isinstance(value, ProvidesWorkflows) and not isinstance(value, type):
+        return list(value.__corral_workflows__())
+    return []
 
 
 def _workflows_of(app: str, target: Any) -> list[Workflow[Any, Any]]:
     if isinstance(target, Corral):
         return list(target.workflows)
-    if isinstance(target, Workflow):
-        return [target]
-    if isinstance(target, list | tuple) and all(isinstance(item, Workflow) for item in target):
-        return list(target)
+    items = list(target) if isinstance(target, list | tuple) else [target]
+    provided = [_provided(item) for item in items]
+    if all(provided):
+        found: dict[int, Workflow[Any, Any]] = {}
+        for workflows in provided:
+            for wf in workflows:
+                found.setdefault(id(wf), wf)
+        return list(found.values())
     raise UsageError(
         f"--app {app!r} is a {type(target).__name__}; expected a corral.Corral instance, a "
-        "workflow, or a list of workflows",
+        "workflow, an agent or pattern, or a list of those",
         app=app,
     )

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 import corral
-from corral.cli import db, runs, signals, start, worker, workflows
+from corral.cli import db, demo, runs, signals, start, worker, workflows
 from corral.cli.app_loading import ensure_cwd_on_path
 from corral.cli.exits import EXIT_CODES_HELP
 from corral.cli.session import DEFAULT_BUSY_TIMEOUT, Settings
@@ -110,6 +110,7 @@ app.add_typer(runs.runs_app, name="runs")
 app.add_typer(db.db_app, name="db")
 signals.register(app)
 workflows.register(app)
+demo.register(app)
 
 
 def main() -> None:

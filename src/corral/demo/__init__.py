@@ -1,5 +1,6 @@
-"""The demo: a sample order workflow that is interrupted by `kill -9`, resumed and inspected.
+"""The demo: a customer-support fleet of agents on the scripted model, through `kill -9` of a
+worker (`corral demo`, `make demo`), and the order workflow of the first tour (`--order`).
 
-`make demo` (or `python -m corral.demo`) runs it on the embedded SQLite store. No API key and no
-network are needed: the "payment provider" and "courier" are local stand-ins.
+No API key and no network are needed: the models are scripted (deterministic, and labelled so),
+and the order system, refund ledger, payment provider and courier are local stand-ins.
 """

@@ -1,7 +1,9 @@
-"""The demo's workflows: fulfil an order (check stock, charge, ship in parallel, await delivery).
+"""The demo's workflows: the support fleet (`handle_ticket` and its agents), and fulfil an order
+(check stock, charge, ship in parallel, await delivery).
 
-The CLI registers the workflows of this module when no `--app` is given, so
-`corral run fulfil_order --input ...` works out of the box.
+The CLI registers the workflows of this module when no `--app` is given (the agents, router and
+pipeline below with every workflow they may start), so `corral run handle_ticket --input ...`,
+`corral run fulfil_order --input ...` and `corral worker` work out of the box.
 """
 
 from __future__ import annotations
@@ -12,6 +14,33 @@ from pydantic import BaseModel, Field
 
 from corral import RunContext, current_step, step, workflow
 from corral.demo import payments
+from corral.demo.fleet import (
+    handle_ticket,
+    order_lookup,
+    policy_check,
+    refunds,
+    reply_drafting,
+    reply_pipeline,
+    reply_review,
+    support_supervisor,
+    triage,
+    triage_classifier,
+)
+
+__all__ = [
+    "fulfil_order",
+    "handle_ticket",
+    "order_lookup",
+    "policy_check",
+    "refunds",
+    "reply_drafting",
+    "reply_pipeline",
+    "reply_review",
+    "ship_item",
+    "support_supervisor",
+    "triage",
+    "triage_classifier",
+]
 
 
 class Order(BaseModel):

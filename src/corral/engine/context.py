@@ -211,9 +211,7 @@ class RunContext:
         """Start a child run and return a handle to await its result later."""
         return self._start_child(self._take_seq(), workflow, input)
 
-    def run_child(
-        self, workflow: str | Runnable, input: Any = None
-    ) -> Coroutine[Any, Any, Any]:
+    def run_child(self, workflow: str | Runnable, input: Any = None) -> Coroutine[Any, Any, Any]:
         """Start a child run and wait for its result (raises `ChildRunFailed` if it fails)."""
         start_seq = self._take_seq()
         result_seq = self._take_seq()
@@ -444,9 +442,7 @@ class RunContext:
             signal=name,
         )
 
-    async def _start_child(
-        self, seq: int, workflow: str | Runnable, input: Any
-    ) -> ChildHandle:
+    async def _start_child(self, seq: int, workflow: str | Runnable, input: Any) -> ChildHandle:
         self._check_open()
         wf = self._workflows.resolve(workflow)
         record = self._recorded(seq, "child.start", wf.name)
