@@ -33,6 +33,7 @@ from corral.store import (
     open_store,
 )
 from corral.store.records import DEFAULT_TENANT
+from corral.store.scripts import ScriptFactory
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -195,10 +196,23 @@ class Corral:
         await self.get_run(run_id)
         return await self.store.load_journal(run_id)
 
-    async def signal(self, run_id: str, name: str, data: Any = None) -> SignalRecord:
-        """Send signal `name` with `data` (any JSON value) to a run that has not finished."""
+    async def signal(
+        self,
+        run_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        guard: ScriptFactory[Any] | None = None,
+    ) -> SignalRecord:
+        """Send signal `name` with `data` (any JSON value) to a run that has not finished.
+
+        `guard` is a transaction script (`corral.store.scripts`) run in the same transaction
+        first; if it raises, no signal is sent and its error is raised.
+        """
         payload = payloads.dump(data, None, where=f"signal {name!r}")
-        record = await self.store.send_signal(run_id, name, payload, now=self.clock.now())
+        record = await self.store.send_signal(
+            run_id, name, payload, now=self.clock.now(), guard=guard
+        )
         self._wakeup.set()
         return record
 

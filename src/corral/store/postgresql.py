@@ -67,6 +67,7 @@ from corral.store.rows import (
     run_from_row,
     step_from_row,
 )
+from corral.store.scripts import Result, ScriptFactory, Statement, drive_async
 
 T = TypeVar("T")
 log = logging.getLogger("corral.store")
@@ -483,6 +484,33 @@ class PostgresStore:
 
     # -- runs ----------------------------------------------------------------------------------
 
+    # -- transaction scripts (the layers above keep their tables here) --------------------------
+
+    async def run_script(self, factory: ScriptFactory[T]) -> T:
+        async def op(conn: Connection, batch: Batch) -> T:
+            return await self._guarded_script(conn, factory)
+
+        return await self._submit(op)
+
+    async def _guarded_script(self, conn: Connection, factory: ScriptFactory[T]) -> T:
+        """Run a script under a savepoint: if it raises, its writes are undone."""
+        try:
+            async with conn.transaction():  # a savepoint inside the batch's transaction
+                return await drive_async(_pg_executor(conn), factory("postgresql"))
+        except CorralError:
+            raise
+        except (psycopg.OperationalError, OSError):
+            raise  # the connection is gone: the whole batch is retried or reported
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def read_script(self, factory: ScriptFactory[T]) -> T:
+        async def query(conn: Connection) -> T:
+            async with conn.transaction():
+                return await drive_async(_pg_executor(conn), factory("postgresql"))
+
+        return await self._read(query)
+
     async def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
         async def op(conn: Connection, batch: Batch) -> tuple[RunRecord, bool]:
             row = await (
@@ -783,7 +811,13 @@ class PostgresStore:
     # -- from outside a run --------------------------------------------------------------------
 
     async def send_signal(
-        self, run_id: str, name: str, payload: str, *, now: float
+        self,
+        run_id: str,
+        name: str,
+        payload: str,
+        *,
+        now: float,
+        guard: ScriptFactory[Any] | None = None,
     ) -> SignalRecord:
         async def op(conn: Connection, batch: Batch) -> SignalRecord:
             status = await _lock_status(conn, run_id)
@@ -793,6 +827,8 @@ class PostgresStore:
                     run_id=run_id,
                     status=status,
                 )
+            if guard is not None:
+                await self._guarded_script(conn, guard)
             inserted = await (
                 await conn.execute(
                     "INSERT INTO signals (run_id, name, payload, created_at)"
@@ -933,6 +969,20 @@ async def _write_steps(
         if finished:
             await cursor.executemany(_UPSERT_OUTCOME, finished)
     return outcomes
+
+
+def _pg_executor(conn: Connection) -> Callable[[Statement], Awaitable[Result]]:
+    async def execute(statement: Statement) -> Result:
+        query = postgres_sql(statement.sql)
+        async with conn.cursor() as cursor:
+            if statement.many:
+                await cursor.executemany(query, statement.params)
+                return Result([], cursor.rowcount)
+            await cursor.execute(query, tuple(statement.params))
+            rows = await cursor.fetchall() if cursor.description is not None else []
+            return Result(rows, cursor.rowcount)
+
+    return execute
 
 
 async def _lock_status(conn: Connection, run_id: str) -> RunStatus:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from corral.store.migrations import Migration, SchemaStatus
 from corral.store.records import (
@@ -26,6 +26,9 @@ from corral.store.records import (
     StepRecord,
     StepWrite,
 )
+from corral.store.scripts import ScriptFactory
+
+T = TypeVar("T")
 
 
 class Store(Protocol):
@@ -134,9 +137,19 @@ class Store(Protocol):
     # -- from outside a run --------------------------------------------------------------------
 
     async def send_signal(
-        self, run_id: str, name: str, payload: str, *, now: float
+        self,
+        run_id: str,
+        name: str,
+        payload: str,
+        *,
+        now: float,
+        guard: ScriptFactory[Any] | None = None,
     ) -> SignalRecord:
-        """Queue a signal for a run that has not finished and wake it if it waits."""
+        """Queue a signal for a run that has not finished and wake it if it waits.
+
+        With `guard`, the script runs first in the same transaction: if it raises, nothing is
+        written and the error is raised (an approval decided once, with the signal that
+        resumes its run, or not at all)."""
 
     async def reconcile_run(
         self,
@@ -153,3 +166,12 @@ class Store(Protocol):
 
     async def cancel_run(self, run_id: str, *, now: float) -> RunRecord:
         """Cancel a run and its unfinished descendants; fence off any worker executing them."""
+
+    # -- transaction scripts -------------------------------------------------------------------
+
+    async def run_script(self, factory: ScriptFactory[T]) -> T:
+        """Run a transaction script (`corral.store.scripts`) in the writer's transaction, under a
+        savepoint: all of its statements commit together, or none if it raises."""
+
+    async def read_script(self, factory: ScriptFactory[T]) -> T:
+        """Run a script that only reads, on a reader connection (a consistent snapshot)."""

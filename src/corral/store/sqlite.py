@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from corral.errors import (
+    CorralError,
     LeaseLost,
     RunAlreadyFinished,
     RunNotFound,
@@ -57,6 +58,7 @@ from corral.store.rows import (
     run_from_row,
     step_from_row,
 )
+from corral.store.scripts import Result, ScriptFactory, Statement, drive_sync
 
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
@@ -308,6 +310,34 @@ class SQLiteStore:
 
     # -- runs ----------------------------------------------------------------------------------
 
+    # -- transaction scripts (the layers above keep their tables here) --------------------------
+
+    async def run_script(self, factory: ScriptFactory[T]) -> T:
+        def op(conn: sqlite3.Connection, batch: Batch) -> T:
+            return self._guarded_script(conn, factory)
+
+        return await self._submit(op)
+
+    def _guarded_script(self, conn: sqlite3.Connection, factory: ScriptFactory[T]) -> T:
+        """Run a script under a savepoint: if it raises, its writes are undone."""
+        conn.execute("SAVEPOINT corral_script")
+        try:
+            value = drive_sync(_sqlite_executor(conn), factory("sqlite"))
+        except BaseException as exc:
+            conn.execute("ROLLBACK TO corral_script")
+            conn.execute("RELEASE corral_script")
+            if isinstance(exc, CorralError) or not isinstance(exc, Exception):
+                raise
+            raise self._translate(exc) from exc
+        conn.execute("RELEASE corral_script")
+        return value
+
+    async def read_script(self, factory: ScriptFactory[T]) -> T:
+        def query(conn: sqlite3.Connection) -> T:
+            return drive_sync(_sqlite_executor(conn), factory("sqlite"))
+
+        return await self._read(query)
+
     async def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
         def op(conn: sqlite3.Connection, batch: Batch) -> tuple[RunRecord, bool]:
             if new.idempotency_key is not None:
@@ -554,7 +584,13 @@ class SQLiteStore:
     # -- from outside a run --------------------------------------------------------------------
 
     async def send_signal(
-        self, run_id: str, name: str, payload: str, *, now: float
+        self,
+        run_id: str,
+        name: str,
+        payload: str,
+        *,
+        now: float,
+        guard: ScriptFactory[Any] | None = None,
     ) -> SignalRecord:
         def op(conn: sqlite3.Connection, batch: Batch) -> SignalRecord:
             row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -566,6 +602,8 @@ class SQLiteStore:
                     run_id=run_id,
                     status=row[0],
                 )
+            if guard is not None:
+                self._guarded_script(conn, guard)
             cursor = conn.execute(
                 "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
                 (run_id, name, payload, now),
@@ -668,6 +706,18 @@ class SQLiteStore:
 
 
 # -- rows ------------------------------------------------------------------------------------
+
+
+def _sqlite_executor(conn: sqlite3.Connection) -> Callable[[Statement], Result]:
+    def execute(statement: Statement) -> Result:
+        if statement.many:
+            cursor = conn.executemany(statement.sql, statement.params)
+            return Result([], cursor.rowcount)
+        cursor = conn.execute(statement.sql, tuple(statement.params))
+        rows = cursor.fetchall()
+        return Result(rows, cursor.rowcount)
+
+    return execute
 
 
 def _insert_run(conn: sqlite3.Connection, new: NewRun) -> None:
