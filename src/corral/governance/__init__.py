@@ -1,0 +1,4 @@
+"""Governance: identities and scopes, policies, approval gates, budgets, kill switches, audit.
+
+See docs/governance.md.
+"""
