@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from typing import Annotated
@@ -9,7 +10,19 @@ from typing import Annotated
 import typer
 
 import corral
-from corral.cli import db, demo, runs, signals, start, worker, workflows
+from corral.cli import (
+    approvals,
+    audit,
+    db,
+    demo,
+    governance_admin,
+    policy,
+    runs,
+    signals,
+    start,
+    worker,
+    workflows,
+)
 from corral.cli.app_loading import ensure_cwd_on_path
 from corral.cli.exits import EXIT_CODES_HELP
 from corral.cli.session import DEFAULT_BUSY_TIMEOUT, Settings
@@ -28,7 +41,8 @@ Examples:
 
   corral --database-url postgresql://corral@db.internal:5432/corral db status
 
-Every option has an environment variable (CORRAL_DATABASE_URL, CORRAL_APP, CORRAL_BUSY_TIMEOUT).
+Every option has an environment variable (CORRAL_DATABASE_URL, CORRAL_APP, CORRAL_BUSY_TIMEOUT,
+CORRAL_TENANT, CORRAL_PRINCIPAL).
 
 {EXIT_CODES_HELP}
 
@@ -88,6 +102,27 @@ def root(
             "giving up (exit 3).",
         ),
     ] = DEFAULT_BUSY_TIMEOUT,
+    tenant: Annotated[
+        str,
+        typer.Option(
+            "--tenant",
+            metavar="NAME",
+            envvar="CORRAL_TENANT",
+            help="The tenant whose runs, policies, approvals and audit log commands act on.",
+        ),
+    ] = "default",
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="PRINCIPAL",
+            envvar="CORRAL_PRINCIPAL",
+            help="Who you are, for commands that decide or change something (approvals, "
+            "policies): a principal of the tenant (`corral principals add`). Default: your "
+            "login name.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -101,7 +136,13 @@ def root(
     `corral db status` / `corral db migrate` check and upgrade the database's schema.
     """
     ensure_cwd_on_path()
-    ctx.obj = Settings(database_url=database_url, app=app_ref, busy_timeout=busy_timeout)
+    ctx.obj = Settings(
+        database_url=database_url,
+        app=app_ref,
+        busy_timeout=busy_timeout,
+        tenant=tenant,
+        principal=principal or getpass.getuser(),
+    )
 
 
 start.register(app)
@@ -111,6 +152,10 @@ app.add_typer(db.db_app, name="db")
 signals.register(app)
 workflows.register(app)
 demo.register(app)
+policy.register(app)
+approvals.register(app)
+audit.register(app)
+governance_admin.register(app)
 
 
 def main() -> None:

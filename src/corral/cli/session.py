@@ -28,6 +28,9 @@ class Settings:
     database_url: str
     app: str | None
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    tenant: str = "default"
+    principal: str = "anonymous"
+    """Who is acting (`--as`, CORRAL_PRINCIPAL, else the login name)."""
 
     @staticmethod
     def of(ctx: typer.Context) -> Settings:
@@ -69,6 +72,7 @@ class Settings:
         **options: Any,
     ) -> Corral:
         """A fresh `Corral` on the CLI's database; use it as `async with`, so the store closes."""
+        options.setdefault("tenant", self.tenant)
         return Corral(store=self.open_store(existing=existing), workflows=workflows, **options)
 
 
