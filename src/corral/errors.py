@@ -18,7 +18,8 @@ CorralError                         code
 │   ├── UnknownTool                 unknown_tool       (a tool name an agent does not have)
 │   ├── ToolArgumentsInvalid        tool_arguments_invalid (malformed JSON, failed schema)
 │   ├── AgentDefinitionError        agent_definition   (a malformed agent or pattern)
-│   └── NamespaceViolation          namespace_violation (a write outside its own namespace)
+│   ├── NamespaceViolation          namespace_violation (a write outside its own namespace)
+│   └── NotAuthorized               not_authorized     (a principal without the role or group)
 ├── RunFailure                      something a run did failed; raised inside or about a run
 │   ├── RunFailed                   run_failed         (waiting for a run that did not succeed)
 │   ├── NonDeterminismError         non_determinism
@@ -172,6 +173,12 @@ class NamespaceViolation(UsageError):
     code = "namespace_violation"
 
 
+class NotAuthorized(UsageError):
+    """A principal tried something its roles (or approver groups) do not allow."""
+
+    code = "not_authorized"
+
+
 # -- run failures ------------------------------------------------------------------------------
 
 
@@ -288,6 +295,7 @@ __all__ = [
     "NeedsReconciliation",
     "NoRoute",
     "NonDeterminismError",
+    "NotAuthorized",
     "NotSerializable",
     "OutputInvalid",
     "RunAlreadyFinished",
