@@ -1,9 +1,479 @@
-"""Placeholder: filled in by the governance work (registered in main.py)."""
+"""`corral policy apply|list|show|diff|rollback|test`: the tenant's versioned policies.
+
+`apply` checks a YAML document before writing anything: a syntax error, an unknown field or an
+invalid CEL condition is reported with the file and line (exit 2), and the active version stays.
+Every change is a new version (rollbacks too) and is audited with `--as` as the actor.
+`test` runs policy test cases (given this call, expect this effect) against policy files or
+against the tenant's active policies, for CI.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rich import box
+from rich.table import Table
+
+from corral.cli.display import console, when
+from corral.cli.exits import ExitCode, fail, reporting_errors
+from corral.cli.session import Settings, run_async
+from corral.cli.shapes import dumps, iso
+from corral.governance.decisions import CallContext, Decision
+from corral.governance.documents import Effect
+from corral.governance.identity import authorize
+from corral.governance.policies import PolicySet, load_yaml_model, parse_policy
+from corral.governance.policy_store import (
+    AppliedPolicy,
+    PolicySummary,
+    StoredPolicy,
+    apply_policy,
+    diff_policies,
+    get_policy,
+    list_policies,
+    load_policy_set,
+    rollback_policy,
+)
+
+EPILOG = """\
+Examples:
+
+  corral --as ada policy apply examples/policies/support.yaml
+
+  corral policy list
+
+  corral policy show support --version 1 > support-v1.yaml
+
+  corral policy diff support 1 2
+
+  corral --as ada policy rollback support 1
+
+  corral policy test examples/policies/support_tests.yaml
+
+A policy with a syntax error, an unknown field or an invalid condition is refused with its file
+and line (exit 2); the active version stays. Reference: docs/governance.md
+"""
+
+policy_app = typer.Typer(
+    name="policy",
+    help="Versioned policies: apply, list, show, diff, roll back, and test them.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (see docs/cli.md).")]
+NameArgument = Annotated[
+    str, typer.Argument(metavar="NAME", help="The policy's name.", show_default=False)
+]
+FileArgument = Annotated[
+    Path, typer.Argument(metavar="FILE", help="A YAML file.", show_default=False)
+]
+
+
+def _actor(settings: Settings) -> str:
+    return f"human:{settings.principal}"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"{path}: no such file")
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"{path}: cannot be read: {error}")
+
+
+def _applied_json(applied: AppliedPolicy) -> dict[str, Any]:
+    return {"policy": applied.name, "version": applied.version, "changed": applied.changed}
+
+
+def _stored_json(stored: StoredPolicy) -> dict[str, Any]:
+    return {
+        "policy": stored.name,
+        "version": stored.version,
+        "latest_version": stored.latest_version,
+        "digest": stored.digest,
+        "created_at": iso(stored.created_at),
+        "created_by": stored.created_by,
+        "restored_from": stored.restored_from,
+        "document": stored.document,
+    }
+
+
+def _summary_json(summary: PolicySummary) -> dict[str, Any]:
+    return {
+        "policy": summary.name,
+        "version": summary.version,
+        "versions": summary.versions,
+        "description": summary.description,
+        "digest": summary.digest,
+        "created_at": iso(summary.created_at),
+        "created_by": summary.created_by,
+        "restored_from": summary.restored_from,
+    }
+
+
+# -- apply, list, show, diff, rollback --------------------------------------------------------
+
+
+@policy_app.command(
+    "apply",
+    epilog="Examples:\n\n  corral --as ada policy apply examples/policies/support.yaml\n\n"
+    "  corral --tenant acme policy apply refunds.yaml --json\n\n"
+    "Applying the same text again adds no version. Exit 2 on an invalid document (file, line, "
+    "reason): nothing is written and the active version stays.",
+)
+def apply_command(ctx: typer.Context, file: FileArgument, json_output: JsonOption = False) -> None:
+    """Check a policy document and make it the active version of its name (audited)."""
+    settings = Settings.of(ctx)
+    text = _read(file)
+    with reporting_errors():
+        parse_policy(text, source=str(file))  # refuse a bad file before touching the database
+
+    async def apply() -> AppliedPolicy:
+        async with settings.corral() as corral:
+            await corral.store.read_script(
+                lambda d: authorize(
+                    settings.tenant, settings.principal, "admin", action="apply policies"
+                )
+            )
+            return await apply_policy(
+                corral.store,
+                settings.tenant,
+                text,
+                source=str(file),
+                actor=_actor(settings),
+                now=corral.clock.now(),
+            )
+
+    applied = run_async(apply)
+    if json_output:
+        typer.echo(dumps(_applied_json(applied)))
+    elif applied.changed:
+        typer.echo(
+            f"applied policy {applied.name}: version {applied.version} is active "
+            f"(tenant {settings.tenant})"
+        )
+    else:
+        typer.echo(
+            f"policy {applied.name} unchanged: version {applied.version} is already this text"
+        )
+
+
+@policy_app.command(
+    "list", epilog="Examples:\n\n  corral policy list\n\n  corral --tenant acme policy list --json"
+)
+def list_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List the tenant's policies: name, active version, number of versions, who applied it."""
+    settings = Settings.of(ctx)
+
+    async def fetch() -> list[PolicySummary]:
+        async with settings.corral(existing=True) as corral:
+            return await list_policies(corral.store, settings.tenant)
+
+    summaries = run_async(fetch)
+    if json_output:
+        typer.echo(dumps({"policies": [_summary_json(s) for s in summaries]}))
+        return
+    if not summaries:
+        typer.echo(
+            f"no policies in tenant {settings.tenant} (apply one with `corral policy apply FILE`)",
+            err=True,
+        )
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("policy", "version", "versions", "applied (UTC)", "by", "description"):
+        table.add_column(column)
+    for summary in summaries:
+        version = str(summary.version)
+        if summary.restored_from is not None:
+            version += f" (= v{summary.restored_from})"
+        table.add_row(
+            summary.name,
+            version,
+            str(summary.versions),
+            when(summary.created_at),
+            summary.created_by,
+            summary.description,
+        )
+    console().print(table)
+
+
+@policy_app.command(
+    "show",
+    epilog="Examples:\n\n  corral policy show support\n\n"
+    "  corral policy show support --version 1 > support-v1.yaml\n\n"
+    "  corral policy show support --json | jq -r .document",
+)
+def show_command(
+    ctx: typer.Context,
+    name: NameArgument,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", "-v", min=1, metavar="N", help="This version (default: active)."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Print a policy's YAML exactly as applied (the header about it goes to stderr)."""
+    settings = Settings.of(ctx)
+
+    async def fetch() -> StoredPolicy:
+        async with settings.corral(existing=True) as corral:
+            return await get_policy(corral.store, settings.tenant, name, version)
+
+    stored = run_async(fetch)
+    if json_output:
+        typer.echo(dumps(_stored_json(stored)))
+        return
+    state = "active" if stored.version == stored.latest_version else "not active"
+    restored = "" if stored.restored_from is None else f", restored from v{stored.restored_from}"
+    typer.echo(
+        f"# policy {stored.name} v{stored.version} of {stored.latest_version} ({state}{restored}),"
+        f" applied {when(stored.created_at)} by {stored.created_by}",
+        err=True,
+    )
+    typer.echo(stored.document, nl=not stored.document.endswith("\n"))
+
+
+@policy_app.command(
+    "diff",
+    epilog="Examples:\n\n  corral policy diff support 1 2\n\n  corral policy diff support 1 3",
+)
+def diff_command(
+    ctx: typer.Context,
+    name: NameArgument,
+    a: Annotated[int, typer.Argument(metavar="A", min=1, help="The older version.")],
+    b: Annotated[int, typer.Argument(metavar="B", min=1, help="The newer version.")],
+) -> None:
+    """Show what changed between two versions of a policy, as a unified diff."""
+    settings = Settings.of(ctx)
+
+    async def fetch() -> tuple[StoredPolicy, StoredPolicy]:
+        async with settings.corral(existing=True) as corral:
+            first = await get_policy(corral.store, settings.tenant, name, a)
+            second = await get_policy(corral.store, settings.tenant, name, b)
+            return first, second
+
+    first, second = run_async(fetch)
+    text = diff_policies(
+        first.document, second.document, a_label=f"{name}@v{a}", b_label=f"{name}@v{b}"
+    )
+    if not text:
+        typer.echo(f"versions {a} and {b} of policy {name} are the same", err=True)
+        return
+    typer.echo(text, nl=False)
+
+
+@policy_app.command(
+    "rollback",
+    epilog="Example:\n\n  corral --as ada policy rollback support 1\n\n"
+    "The rollback is a new version with version N's text (history is never rewritten).",
+)
+def rollback_command(
+    ctx: typer.Context,
+    name: NameArgument,
+    version: Annotated[int, typer.Argument(metavar="N", min=1, help="The version to restore.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Make an earlier version of a policy active again (audited as policy.rolled_back)."""
+    settings = Settings.of(ctx)
+
+    async def rollback() -> AppliedPolicy:
+        async with settings.corral(existing=True) as corral:
+            await corral.store.read_script(
+                lambda d: authorize(
+                    settings.tenant, settings.principal, "admin", action="roll policies back"
+                )
+            )
+            return await rollback_policy(
+                corral.store,
+                settings.tenant,
+                name,
+                version,
+                actor=_actor(settings),
+                now=corral.clock.now(),
+            )
+
+    applied = run_async(rollback)
+    if json_output:
+        typer.echo(dumps({**_applied_json(applied), "restored_from": version}))
+    elif applied.changed:
+        typer.echo(
+            f"rolled policy {name} back to version {version}'s text: version {applied.version} "
+            "is active"
+        )
+    else:
+        typer.echo(f"policy {name} unchanged: version {applied.version} already has that text")
+
+
+# -- test -------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CaseCall(_Strict):
+    """The call a test case asks about (what an agent's tool loop would pass to policies)."""
+
+    tool: str
+    agent: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    agent_scopes: tuple[str, ...] = ()
+    tool_scopes: tuple[str, ...] = ()
+    tool_risk: str = "low"
+    workflow: str = "policy-test"
+    tenant: str | None = None
+    """Default: the tenant of the command (`--tenant`)."""
+    run_id: str = "policy-test"
+    budget: dict[str, float] = Field(default_factory=dict)
+    now: dt.datetime | None = None
+    """ISO 8601; default: the time of the test."""
+
+
+class Expectation(_Strict):
+    effect: Effect
+    rule: str | None = None
+    policy: str | None = None
+
+
+class Case(_Strict):
+    name: str
+    call: CaseCall
+    expect: Expectation
+
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        return {"effect": value} if isinstance(value, str) else value
+
+
+class PolicyTests(_Strict):
+    policies: tuple[str, ...] | None = None
+    """Policy files, relative to the test file; absent: the tenant's active policies."""
+    cases: tuple[Case, ...] = Field(min_length=1)
+
+
+def _context(call: CaseCall, tenant: str, now: float) -> CallContext:
+    moment = call.now
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return CallContext(
+        tenant=call.tenant or tenant,
+        workflow=call.workflow,
+        run_id=call.run_id,
+        agent=call.agent,
+        agent_scopes=call.agent_scopes,
+        tool=call.tool,
+        tool_risk=call.tool_risk,
+        tool_scopes=call.tool_scopes,
+        arguments=call.args,
+        budget=call.budget,
+        now=now if moment is None else moment.timestamp(),
+    )
+
+
+def _failures(expect: Expectation, decision: Decision) -> list[str]:
+    wrong = []
+    if decision.effect != expect.effect:
+        wrong.append(f"effect {decision.effect} (expected {expect.effect})")
+    if expect.rule is not None and decision.rule != expect.rule:
+        wrong.append(f"rule {decision.rule} (expected {expect.rule})")
+    if expect.policy is not None and decision.policy != expect.policy:
+        wrong.append(f"policy {decision.policy} (expected {expect.policy})")
+    return wrong
+
+
+def _decided_by(decision: Decision) -> str:
+    if decision.policy is None:
+        return decision.reason
+    rule = f", rule {decision.rule}" if decision.rule else ""
+    return f"policy {decision.policy} v{decision.version}{rule}: {decision.reason}"
+
+
+def _load_tests(file: Path) -> tuple[PolicyTests, PolicySet | None]:
+    """The test file, and the policies its `policies` names (None: use the tenant's)."""
+    tests = load_yaml_model(_read(file), PolicyTests, source=str(file), what="policy test file")
+    if tests.policies is None:
+        return tests, None
+    documents = []
+    for relative in tests.policies:
+        path = file.parent / relative
+        # Version 0: a file, not a stored version.
+        documents.append((parse_policy(_read(path), source=str(path)), 0))
+    return tests, PolicySet(documents)
+
+
+@policy_app.command(
+    "test",
+    epilog="Examples:\n\n  corral policy test examples/policies/support_tests.yaml\n\n"
+    "  corral --tenant acme policy test tests.yaml --json\n\n"
+    "The file:\n\n"
+    "  policies: [support.yaml]     # relative to this file; absent: the tenant's active ones\n\n"
+    "  cases:\n\n"
+    "    - name: large refund needs finance\n\n"
+    "      call: {agent: refunds, tool: issue_refund, args: {amount_cents: 60000}}\n\n"
+    "      expect: {effect: require_approval, rule: large-refunds-need-approval}\n\n"
+    "Exit codes: 0 every case passed · 1 a case failed · 2 a bad test or policy file.",
+)
+def run_tests_command(
+    ctx: typer.Context, file: FileArgument, json_output: JsonOption = False
+) -> None:
+    """Run policy test cases: given this call, expect this effect (and rule, policy)."""
+    settings = Settings.of(ctx)
+    with reporting_errors():
+        tests, from_files = _load_tests(file)
+    policy_set = from_files
+    if policy_set is None:
+
+        async def load() -> PolicySet:
+            async with settings.corral(existing=True) as corral:
+                return await load_policy_set(corral.store, settings.tenant)
+
+        policy_set = run_async(load)
+    now = time.time()
+    results = []
+    for case in tests.cases:
+        decision = policy_set.decide(_context(case.call, settings.tenant, now))
+        results.append((case, decision, _failures(case.expect, decision)))
+    failed = sum(1 for _, _, wrong in results if wrong)
+    if json_output:
+        typer.echo(
+            dumps(
+                {
+                    "passed": len(results) - failed,
+                    "failed": failed,
+                    "cases": [
+                        {
+                            "name": case.name,
+                            "passed": not wrong,
+                            "expected": case.expect.model_dump(mode="json"),
+                            "decision": decision.model_dump(mode="json"),
+                            "problems": wrong,
+                        }
+                        for case, decision, wrong in results
+                    ],
+                }
+            )
+        )
+    else:
+        for case, decision, wrong in results:
+            if wrong:
+                typer.echo(f"FAIL  {case.name}: got {'; '.join(wrong)}")
+                typer.echo(f"      decided by {_decided_by(decision)}")
+            else:
+                typer.echo(f"pass  {case.name}: {decision.effect}")
+        typer.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        # 1 is "the check did not pass", as for a run that did not succeed under --wait.
+        raise typer.Exit(ExitCode.RUN_DID_NOT_SUCCEED)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add `corral policy …` to `app`."""
+    app.add_typer(policy_app, name="policy")
