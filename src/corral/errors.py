@@ -19,6 +19,15 @@ CorralError                         code
 │   ├── ToolArgumentsInvalid        tool_arguments_invalid (malformed JSON, failed schema)
 │   ├── AgentDefinitionError        agent_definition   (a malformed agent or pattern)
 │   ├── NamespaceViolation          namespace_violation (a write outside its own namespace)
+│   ├── PolicyError                 policy_invalid
+│   ├── ConditionError              condition_error
+│   ├── PolicyNotFound              policy_not_found
+│   ├── ApprovalNotFound            approval_not_found
+│   ├── AlreadyDecided              already_decided
+│   ├── AuditChainBroken            audit_chain_broken
+│   ├── AuditLogEmpty               audit_log_empty
+│   ├── AuditKeyInvalid             audit_key_invalid
+│   ├── RedactionSettingInvalid     redaction_setting_invalid
 │   └── NotAuthorized               not_authorized     (a principal without the role or group)
 ├── RunFailure                      something a run did failed; raised inside or about a run
 │   ├── RunFailed                   run_failed         (waiting for a run that did not succeed)
@@ -33,9 +42,14 @@ CorralError                         code
 │   ├── TurnLimitExceeded           turn_limit         (an agent loop hit its max_turns)
 │   ├── OutputInvalid               output_invalid     (names the agent, schema, violation)
 │   ├── DepthLimitExceeded          depth_limit        (delegation nested too deep)
-│   └── NoRoute                     no_route           (a router found no route for an event)
+│   ├── NoRoute                     no_route           (a router found no route for an event)
+│   ├── ApprovalRejected            approval_rejected
+│   ├── BudgetExceeded              budget_exceeded
+│   ├── Paused                      paused
+│   └── PolicyDenied                policy_denied      (a policy or missing scope said no)
 └── RunSignal                       raised by steps to steer the run (later: ApprovalRequired)
-    └── ToolRetry                   tool_retry         (a tool asks the model to try again)
+    ├── ToolRetry                   tool_retry         (a tool asks the model to try again)
+    └── ApprovalRequired            approval_required  (a call waits for a human's decision)
 ```
 
 Every error's `to_dict()` is what the journal stores and the CLI and API return: the `code`, the
@@ -179,6 +193,68 @@ class NotAuthorized(UsageError):
     code = "not_authorized"
 
 
+class PolicyError(UsageError):
+    """A policy document (or a policy test file) is malformed: names the source, line, reason.
+
+    Importable from `corral.governance.policies`, where it belongs; it is defined here because
+    compiling a condition is the lowest place that raises it.
+    """
+
+    code = "policy_invalid"
+
+
+class ConditionError(UsageError):
+    """A condition failed to evaluate or did not yield a bool; policy evaluation denies the call.
+
+    Ids: `expression`, `where` (which rule), `reason`.
+    """
+
+    code = "condition_error"
+
+
+class PolicyNotFound(UsageError):
+    """No policy of that name (or no such version of it) in the tenant; the message lists what
+    exists. Ids: `tenant`, `policy`, `version`."""
+
+    code = "policy_not_found"
+
+
+class ApprovalNotFound(UsageError):
+    """No approval request with this id (in this store)."""
+
+    code = "approval_not_found"
+
+
+class AlreadyDecided(UsageError):
+    """The request was decided before (by a human or its deadline); says by whom and when."""
+
+    code = "already_decided"
+
+
+class AuditChainBroken(UsageError):
+    """The audit chain failed verification, so it was not signed (ids: tenant, seq)."""
+
+    code = "audit_chain_broken"
+
+
+class AuditLogEmpty(UsageError):
+    """A tenant's audit log has no entries, so there is nothing to checkpoint (ids: tenant)."""
+
+    code = "audit_log_empty"
+
+
+class AuditKeyInvalid(UsageError):
+    """A key file is missing, unreadable, not PEM, or not an Ed25519 key (ids: path)."""
+
+    code = "audit_key_invalid"
+
+
+class RedactionSettingInvalid(UsageError):
+    """`CORRAL_REDACT` (or `kinds=`) names a kind Corral cannot redact (ids: value)."""
+
+    code = "redaction_setting_invalid"
+
+
 # -- run failures ------------------------------------------------------------------------------
 
 
@@ -262,6 +338,32 @@ class NoRoute(RunFailure):
     code = "no_route"
 
 
+class PolicyDenied(RunFailure):
+    """A tool call was refused: a policy denied it, or the agent lacks a scope it needs. The
+    tool loop reports it to the model (with the reason); the call did not start."""
+
+    code = "policy_denied"
+
+
+class ApprovalRejected(RunFailure):
+    """A call that needed approval was rejected (by a human or at its deadline)."""
+
+    code = "approval_rejected"
+
+
+class BudgetExceeded(RunFailure):
+    """A call would exceed a budget whose policy is to stop the run (ids: budget, scope,
+    metric, limit, used)."""
+
+    code = "budget_exceeded"
+
+
+class Paused(RunFailure):
+    """A tool call did not start: its agent or tenant is paused (a kill switch)."""
+
+    code = "paused"
+
+
 # -- signals a step may raise ------------------------------------------------------------------
 
 
@@ -281,9 +383,24 @@ class ToolRetry(RunSignal):
     code = "tool_retry"
 
 
+class ApprovalRequired(RunSignal):
+    """A call needs a human's approval before it may start: the run requests one and waits."""
+
+    code = "approval_required"
+
+
 __all__ = [
     "AgentDefinitionError",
+    "AlreadyDecided",
+    "ApprovalNotFound",
+    "ApprovalRejected",
+    "ApprovalRequired",
+    "AuditChainBroken",
+    "AuditKeyInvalid",
+    "AuditLogEmpty",
+    "BudgetExceeded",
     "ChildRunFailed",
+    "ConditionError",
     "CorralError",
     "DepthLimitExceeded",
     "InvalidInput",
@@ -298,6 +415,11 @@ __all__ = [
     "NotAuthorized",
     "NotSerializable",
     "OutputInvalid",
+    "Paused",
+    "PolicyDenied",
+    "PolicyError",
+    "PolicyNotFound",
+    "RedactionSettingInvalid",
     "RunAlreadyFinished",
     "RunFailed",
     "RunFailure",

@@ -6,11 +6,14 @@ import asyncio
 import json
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from corral import Corral, RunContext
 from corral.errors import StoreError, UsageError
-from corral.store import Store
+from corral.store import Store, open_store
+from corral.store.postgresql import parse_postgres_url
 from corral.store.scripts import Dialect, Result, Script, Statement
 
 TABLE = "CREATE TABLE IF NOT EXISTS script_test (k TEXT PRIMARY KEY, v INTEGER NOT NULL)"
@@ -125,3 +128,40 @@ async def test_a_guarded_signal_is_sent_with_its_script_or_not_at_all(corral: Co
     assert len(await corral.store.list_signals(handle.run_id)) == 1
     await corral.run_until_idle()
     assert await handle.wait_for_result() == json.loads(sent[0].payload)
+
+
+def lock_both(first: str, second: str, dialect: Dialect) -> Script[None]:
+    """Lock two rows in the given order (PostgreSQL: FOR UPDATE), then change both."""
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""
+    yield Statement(f"SELECT v FROM script_test WHERE k = ?{lock}", (first,))
+    yield Statement(f"SELECT v FROM script_test WHERE k = ?{lock}", (second,))
+    yield Statement("UPDATE script_test SET v = v + 1 WHERE k IN (?, ?)", (first, second))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite has one writer: no row locks
+async def test_a_script_chosen_as_a_deadlock_victim_is_retried(db_url: str) -> None:
+    """Another transaction locks rows in the opposite order: PostgreSQL aborts one of the two
+    (the store's, which waited first); the store tries it again and it commits once."""
+    store = open_store(db_url)
+    await store.open()
+    try:
+        await store.run_script(setup)
+        await store.run_script(lambda d: put("x", 0))
+        await store.run_script(lambda d: put("y", 0))
+        conninfo, schema = parse_postgres_url(db_url)
+        async with await psycopg.AsyncConnection.connect(conninfo) as other:
+            await other.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            await other.execute("SELECT v FROM script_test WHERE k = 'x' FOR UPDATE")
+            script = asyncio.create_task(store.run_script(lambda d: lock_both("y", "x", d)))
+            await asyncio.sleep(0.3)  # the script holds y and waits for x
+            try:
+                await other.execute("SELECT v FROM script_test WHERE k = 'y' FOR UPDATE")
+                await other.execute("UPDATE script_test SET v = v + 10 WHERE k = 'x'")
+                await other.commit()
+            except psycopg.errors.DeadlockDetected:
+                await other.rollback()  # this side was the victim: the script just proceeds
+            await asyncio.wait_for(script, 30)
+        x_and_y = await store.read_script(lambda d: total())
+        assert x_and_y[0] in (2, 12)  # the script's +1 on each row, once; maybe the other's +10
+    finally:
+        await store.close()

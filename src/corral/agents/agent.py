@@ -33,6 +33,7 @@ from typing_extensions import TypeVar
 from corral.agents.contracts import Check, OutputContract
 from corral.engine import RunContext, Workflow
 from corral.errors import AgentDefinitionError
+from corral.governance.identity import ScopeChain
 from corral.models import Message, Model, Usage, resolve_model
 from corral.tools import Tool, Toolset
 
@@ -50,6 +51,8 @@ class AgentTask(BaseModel):
     depth: int = 0
     thread: list[Message] = Field(default_factory=list)
     """Conversation so far, when a run continues one (a handoff across runs, a group chat)."""
+    scopes: ScopeChain | None = None
+    """The scope chain of the agents above this run: it gets at most what they had."""
 
 
 class AgentResult(BaseModel, Generic[O]):
@@ -83,6 +86,8 @@ class Agent(Generic[O]):
         delegates: Agents this one may give sub-tasks to (`ask_<name>` tools); each runs as a
             child run with its own journal, in parallel when the model asks for several.
         max_depth: How deep delegation may nest below a run of this agent.
+        scopes: What the agent may do: every scope a tool needs must be granted here (`*`
+            globs allowed: `payments:*`). Default: none, so only tools that need no scope.
         description: What the agent does, as other agents' models see it.
         version: The version of its workflow.
     """
@@ -101,6 +106,7 @@ class Agent(Generic[O]):
         handoffs: Sequence[Agent[Any]] = (),
         delegates: Sequence[Agent[Any]] = (),
         max_depth: int = 3,
+        scopes: Sequence[str] = (),
         description: str = "",
         version: str = "1",
     ) -> None:
@@ -124,6 +130,7 @@ class Agent(Generic[O]):
         self.handoffs = list(handoffs)
         self.delegates = list(delegates)
         self.max_depth = max_depth
+        self.scopes = tuple(scopes)
         self.description = description or instructions.split("\n")[0][:200]
         self.version = version
         self._model: Model | None = model if isinstance(model, Model) else None
@@ -143,6 +150,7 @@ class Agent(Generic[O]):
         thread: Sequence[Message] = (),
         depth: int = 0,
         listener: Listener | None = None,
+        scopes: ScopeChain | None = None,
     ) -> AgentResult[O]:
         """Run the tool loop inside a workflow: model step, tool steps, … until a final answer.
 
@@ -153,7 +161,8 @@ class Agent(Generic[O]):
         """
         from corral.agents.loop import ToolLoop
 
-        return await ToolLoop(ctx, self, depth=depth, listener=listener).run(input, thread)
+        loop = ToolLoop(ctx, self, depth=depth, listener=listener, chain=scopes)
+        return await loop.run(input, thread)
 
     def model(self) -> Model:
         """The model this agent calls (resolved on first use: a missing key fails the step)."""
@@ -183,7 +192,9 @@ class Agent(Generic[O]):
             async def run_agent(ctx: RunContext, task: AgentTask | str) -> Any:
                 if not isinstance(task, AgentTask):
                     task = AgentTask(input=task)
-                result = await agent.run(ctx, task.input, thread=task.thread, depth=task.depth)
+                result = await agent.run(
+                    ctx, task.input, thread=task.thread, depth=task.depth, scopes=task.scopes
+                )
                 return result.output
 
             output_type = self.output_type if self.output_type is not None else str

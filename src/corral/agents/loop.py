@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +27,7 @@ from pydantic_core import to_jsonable_python
 
 from corral.agents.agent import Agent, AgentResult, AgentTask
 from corral.agents.events import AgentEvent, Listener, agent_events
+from corral.agents.governed import Governed, ToolOutcome
 from corral.engine import current_step
 from corral.errors import (
     AgentDefinitionError,
@@ -35,12 +36,34 @@ from corral.errors import (
     DepthLimitExceeded,
     NotSerializable,
     OutputInvalid,
+    SignalTimeout,
     StepFailed,
     ToolArgumentsInvalid,
     TurnLimitExceeded,
     UnknownTool,
 )
-from corral.models import Completed, Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+from corral.governance.approvals import (
+    ApprovalDecision,
+    ApprovalRequest,
+    DeadlineOutcome,
+    deadline_passed,
+    request_approval,
+    signal_name,
+)
+from corral.governance.budgets import BudgetExceeded
+from corral.governance.decisions import Decision
+from corral.governance.identity import ScopeChain
+from corral.governance.pauses import Paused
+from corral.models import (
+    Completed,
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from corral.tools import Tool, ToolContext, ToolDefinition, Toolset, parse_arguments
 
 if TYPE_CHECKING:
@@ -65,12 +88,21 @@ class ToolLoop:
     """One run of an agent's loop inside a workflow (see `Agent.run`)."""
 
     def __init__(
-        self, ctx: RunContext, agent: Agent[Any], *, depth: int, listener: Listener | None
+        self,
+        ctx: RunContext,
+        agent: Agent[Any],
+        *,
+        depth: int,
+        listener: Listener | None,
+        chain: ScopeChain | None = None,
     ) -> None:
         self.ctx = ctx
         self.agent = agent
         self.depth = depth
         self.listener = listener
+        # What this run may do: the scopes of every agent above it, then its own.
+        self.chain = (chain or ScopeChain()).extend(agent.scopes)
+        self.governed = Governed.of(ctx, agent.name, self.chain)
 
     async def run(self, input: Any, thread: Sequence[Message]) -> AgentResult[Any]:
         messages = [*thread, Message.user(as_text(input))]
@@ -100,9 +132,17 @@ class ToolLoop:
                 output_schema=current.contract.json_schema(),
                 agent=current.name,
             )
-            response = await self.ctx.step(
-                call_model, current, request, self._listener(), name=f"model:{current.name}"
-            )
+            try:
+                response = await self.ctx.step(
+                    call_model,
+                    current,
+                    request,
+                    self._listener(),
+                    self.governed,
+                    name=f"model:{current.name}",
+                )
+            except StepFailed as exc:
+                raise _fatal(exc) or exc from None
             usage = usage + response.usage
             if response.model not in models:
                 models.append(response.model)
@@ -135,15 +175,24 @@ class ToolLoop:
                 refusals += 1
                 messages.append(Message.user(current.contract.feedback(violation)))
                 continue
-            outcomes = await asyncio.gather(
-                *(self._dispatch(catalog, current, call) for call in message.tool_calls)
+            outcomes = list(
+                await asyncio.gather(
+                    *(self._dispatch(catalog, current, call) for call in message.tool_calls)
+                )
             )
+            for outcome in outcomes:
+                if outcome.fatal is not None:
+                    raise outcome.fatal
+            await self._settle_approvals(catalog, current, message.tool_calls, outcomes)
             handoff: Agent[Any] | None = None
-            for call, (content, target) in zip(message.tool_calls, outcomes, strict=True):
-                messages.append(Message.tool(call.call_id, content))
-                handoff = handoff or target
+            for call, outcome in zip(message.tool_calls, outcomes, strict=True):
+                messages.append(Message.tool(call.call_id, outcome.content))
+                handoff = handoff or outcome.handoff
             if handoff is not None:
                 current = handoff
+                # A handoff is bounded like a child: the target gets at most what the chain had.
+                self.chain = self.chain.extend(current.scopes)
+                self.governed = Governed.of(self.ctx, current.name, self.chain)
                 catalog = await self._catalog(current)
 
     # -- tools offered ---------------------------------------------------------------------------
@@ -200,8 +249,12 @@ class ToolLoop:
     # -- one tool call ---------------------------------------------------------------------------
 
     def _dispatch(
-        self, catalog: dict[str, _Entry], agent: Agent[Any], call: ToolCall
-    ) -> Awaitable[tuple[str, Agent[Any] | None]]:
+        self,
+        catalog: dict[str, _Entry],
+        agent: Agent[Any],
+        call: ToolCall,
+        approval: ApprovalDecision | None = None,
+    ) -> Awaitable[_Outcome]:
         """Start the steps for `call` now (so their numbers follow the call order), and return
         an awaitable of (what the model is told, the agent to hand off to)."""
         ctx = self.ctx
@@ -219,18 +272,23 @@ class ToolLoop:
                 entry.tool,
                 call,
                 agent.name,
+                self.governed,
+                approval,
                 name=step_name,
                 at_most_once=entry.at_most_once,
             )
             return self._outcome(agent, call, step, None, live)
         if entry.kind == "toolset":
             assert entry.toolset is not None
+            assert isinstance(entry.spec, ToolDefinition)
             step = ctx.step(
                 call_toolset,
                 entry.toolset,
                 entry.spec,
                 call,
                 agent.name,
+                self.governed,
+                approval,
                 name=step_name,
                 at_most_once=entry.at_most_once,
             )
@@ -257,7 +315,9 @@ class ToolLoop:
                 name=step_name,
             )
             return self._outcome(agent, call, step, None, live)
-        child = ctx.run_child(target, AgentTask(input=task, depth=self.depth + 1))
+        child = ctx.run_child(
+            target, AgentTask(input=task, depth=self.depth + 1, scopes=self.chain)
+        )
         return self._outcome(agent, call, child, None, live)
 
     async def _outcome(
@@ -267,25 +327,105 @@ class ToolLoop:
         step: Awaitable[Any],
         handoff: Agent[Any] | None,
         live: bool,
-    ) -> tuple[str, Agent[Any] | None]:
+    ) -> _Outcome:
         if live:
             self._publish(agent, "tool_started", tool=call.name, detail=call.arguments)
         try:
             value = await step
         except StepFailed as exc:
+            fatal = _fatal(exc)
             error_type = exc.ids.get("error_type")
             message = exc.ids.get("error_message") or str(exc)
             content = message if error_type == "ToolRetry" else f"Error ({error_type}): {message}"
-            handoff = None
+            if live:
+                self._publish(agent, "tool_finished", tool=call.name, detail=content)
+            return _Outcome(content, fatal=fatal)
         except (ChildRunFailed, NotSerializable) as exc:
             content = f"Error ({type(exc).__name__}): {exc.message}"
-            handoff = None
-        else:
-            content = f"Transferred to {handoff.name}." if handoff is not None else as_text(value)
+            if live:
+                self._publish(agent, "tool_finished", tool=call.name, detail=content)
+            return _Outcome(content)
+        if isinstance(value, ToolOutcome):
+            if value.status == "approval_required":
+                assert value.decision is not None
+                return _Outcome("", approval=value.decision, arguments=dict(value.arguments or {}))
+            value = value.value
+        content = f"Transferred to {handoff.name}." if handoff is not None else as_text(value)
         if live:
             kind = "handoff" if handoff is not None else "tool_finished"
             self._publish(agent, kind, tool=call.name, detail=content)
-        return content, handoff
+        return _Outcome(content, handoff=handoff)
+
+    # -- approvals -------------------------------------------------------------------------------
+
+    async def _settle_approvals(
+        self,
+        catalog: dict[str, _Entry],
+        agent: Agent[Any],
+        calls: Sequence[ToolCall],
+        outcomes: list[_Outcome],
+    ) -> None:
+        """For the calls that need a human: request every approval (in call order), wait for
+        each decision durably, then make the approved calls (in parallel) and report the rest."""
+        waiting = [i for i, outcome in enumerate(outcomes) if outcome.approval is not None]
+        if not waiting:
+            return
+        requests: dict[int, ApprovalRequest] = {}
+        for index in waiting:
+            call, outcome = calls[index], outcomes[index]
+            entry = catalog[call.name]
+            assert outcome.approval is not None
+            self._publish(agent, "tool_started", tool=call.name, detail="approval requested")
+            requests[index] = await self.ctx.step(
+                request_approval_step,
+                self.governed,
+                entry.spec,
+                call,
+                outcome.arguments or {},
+                outcome.approval,
+                name=f"approval:{call.name}",
+            )
+        decisions = {index: await self._wait_for_decision(requests[index]) for index in waiting}
+        approved = [i for i in waiting if decisions[i].status == "approved"]
+        finished = await asyncio.gather(
+            *(self._dispatch(catalog, agent, calls[i], decisions[i]) for i in approved)
+        )
+        for index, outcome in zip(approved, finished, strict=True):
+            if outcome.fatal is not None:
+                raise outcome.fatal
+            outcomes[index] = outcome
+        for index in waiting:
+            decision = decisions[index]
+            if decision.status != "approved":
+                outcomes[index] = _Outcome(
+                    f"Error (ApprovalRejected): the call was rejected by {decision.decided_by}"
+                    + (f": {decision.reason}" if decision.reason else "")
+                )
+
+    async def _wait_for_decision(self, request: ApprovalRequest) -> ApprovalDecision:
+        """Wait (durably: the run is unloaded) for a human's decision, or the deadline's."""
+        deadline = request.deadline
+        timeout = None if deadline is None else max(deadline - request.created_at, 0.0)
+        while True:
+            try:
+                data = await self.ctx.wait_for_signal(
+                    signal_name(request.approval_id), timeout=timeout
+                )
+                return ApprovalDecision.model_validate(data)
+            except SignalTimeout:
+                outcome = await self.ctx.step(
+                    approval_deadline_step,
+                    self.governed,
+                    request.approval_id,
+                    name=f"approval.deadline:{request.tool}",
+                )
+                if outcome.decision is not None:
+                    return outcome.decision
+                assert outcome.escalated_until is not None
+                assert deadline is not None
+                # At least a second: a deadline not yet come on this host's clock is waited out.
+                timeout = max(outcome.escalated_until - deadline, 1.0)
+                deadline = outcome.escalated_until
 
     # -- failing and publishing ------------------------------------------------------------------
 
@@ -333,13 +473,23 @@ class ToolLoop:
 
 
 async def call_model(
-    agent: Agent[Any], request: ModelRequest, listener: Listener | None
+    agent: Agent[Any], request: ModelRequest, listener: Listener | None, governed: Governed
 ) -> ModelResponse:
-    """One model call. Streams (publishing each piece) when someone is listening."""
-    model = agent.model()
+    """One model call, reserved against the budgets before and settled after. Streams
+    (publishing each piece) when someone is listening."""
+    step = current_step()
+    assert step is not None
+    model, reserved = await governed.start_model(agent.model(), request, step)
+    response = await _complete(model, agent, request, listener, step)
+    await governed.finish_model(model, reserved, response.usage)
+    return response
+
+
+async def _complete(
+    model: Model, agent: Agent[Any], request: ModelRequest, listener: Listener | None, step: Any
+) -> ModelResponse:
     if listener is None:
         return await model.complete(request)
-    step = current_step()
     response: ModelResponse | None = None
     async for event in model.stream(request):
         if isinstance(event, Completed):
@@ -356,6 +506,30 @@ async def call_model(
     if response is None:
         raise ModelCallFailedError(model.name)
     return response
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one tool call in a turn: what the model is told, and what follows."""
+
+    content: str
+    handoff: Agent[Any] | None = None
+    approval: Decision | None = None
+    """Set when the call waits for a human (it did not start)."""
+    arguments: dict[str, Any] | None = None
+    fatal: CorralError | None = None
+    """Set when the call stopped the run (a kill switch, an exhausted budget)."""
+
+
+_FATAL = {"Paused": Paused, "BudgetExceeded": BudgetExceeded}
+
+
+def _fatal(exc: StepFailed) -> CorralError | None:
+    """The run-stopping error a failed step carries, rebuilt; None for errors the model hears."""
+    kind = _FATAL.get(str(exc.ids.get("error_type")))
+    if kind is None:
+        return None
+    return kind(str(exc.ids.get("error_message") or exc.message), run_id=exc.ids.get("run_id"))
 
 
 def ModelCallFailedError(model: str) -> CorralError:
@@ -382,14 +556,33 @@ def _tool_context(tool_name: str, agent: str, call: ToolCall) -> ToolContext:
     )
 
 
-async def call_tool(tool: Tool, call: ToolCall, agent: str) -> Any:
-    arguments = tool.validate(call.arguments)  # before the call: a failure goes to the model
-    value = await tool.call(arguments, _tool_context(tool.name, agent, call))
-    return to_jsonable_python(value)
+async def call_tool(
+    tool: Tool,
+    call: ToolCall,
+    agent: str,
+    governed: Governed,
+    approval: ApprovalDecision | None,
+) -> ToolOutcome:
+    # Validate first: a malformed call goes back to the model and is never governed or made.
+    arguments = tool.validate(approval.arguments if approval else call.arguments)
+    return await _governed_call(
+        tool.definition,
+        arguments,
+        governed,
+        approval,
+        lambda: tool.call(arguments, _tool_context(tool.name, agent, call)),
+    )
 
 
-async def call_toolset(toolset: Toolset, spec: ToolSpec, call: ToolCall, agent: str) -> Any:
-    arguments = parse_arguments(spec.name, call.arguments)
+async def call_toolset(
+    toolset: Toolset,
+    spec: ToolDefinition,
+    call: ToolCall,
+    agent: str,
+    governed: Governed,
+    approval: ApprovalDecision | None,
+) -> ToolOutcome:
+    arguments = dict(approval.arguments) if approval else parse_arguments(spec.name, call.arguments)
     try:
         jsonschema.validate(arguments, spec.parameters)
     except jsonschema.ValidationError as exc:
@@ -398,8 +591,79 @@ async def call_toolset(toolset: Toolset, spec: ToolSpec, call: ToolCall, agent: 
             f"arguments for tool {spec.name!r} failed its schema: {where}: {exc.message}",
             tool=spec.name,
         ) from None
-    value = await toolset.call_tool(spec.name, arguments, _tool_context(spec.name, agent, call))
-    return to_jsonable_python(value)
+    return await _governed_call(
+        spec,
+        arguments,
+        governed,
+        approval,
+        lambda: toolset.call_tool(spec.name, arguments, _tool_context(spec.name, agent, call)),
+    )
+
+
+async def _governed_call(
+    definition: ToolDefinition,
+    arguments: dict[str, Any],
+    governed: Governed,
+    approval: ApprovalDecision | None,
+    make_call: Callable[[], Awaitable[Any]],
+) -> ToolOutcome:
+    """Decide, then (unless stopped) start and account for the call: the body of a tool step."""
+    step = current_step()
+    assert step is not None
+    decision = await governed.check_tool(definition, arguments, step, approval)
+    if decision.effect == "require_approval" and approval is None:
+        return ToolOutcome(
+            status="approval_required", decision=decision, arguments=to_jsonable_python(arguments)
+        )
+    reserved = await governed.start_tool(definition, step, approval)
+    if isinstance(reserved, Decision):  # over budget, and its policy asks a human
+        return ToolOutcome(
+            status="approval_required", decision=reserved, arguments=to_jsonable_python(arguments)
+        )
+    value = await make_call()
+    await governed.finish_tool(reserved)
+    return ToolOutcome(value=to_jsonable_python(value), decision=decision)
+
+
+async def request_approval_step(
+    governed: Governed,
+    spec: ToolSpec,
+    call: ToolCall,
+    arguments: dict[str, Any],
+    decision: Decision,
+) -> ApprovalRequest:
+    """Record an approval request for one exact call (idempotent per step)."""
+    step = current_step()
+    assert step is not None
+    assert decision.approval is not None
+    subject = governed.subject
+    now = governed.governor.clock.now()
+    return await governed.governor.store.run_script(
+        lambda d: request_approval(
+            tenant=subject.tenant,
+            run_id=subject.run_id,
+            step_seq=step.seq,
+            agent=subject.agent,
+            tool=spec.name,
+            arguments=arguments,
+            parameters=spec.parameters,
+            reason=decision.reason,
+            policy=decision.policy,
+            policy_version=decision.version,
+            rule=decision.rule,
+            spec=decision.approval,  # type: ignore[arg-type]
+            now=now,
+            dialect=d,
+        )
+    )
+
+
+async def approval_deadline_step(governed: Governed, approval_id: str) -> DeadlineOutcome:
+    """The deadline passed with no decision: apply the policy's `on_deadline`."""
+    now = governed.governor.clock.now()
+    return await governed.governor.store.run_script(
+        lambda d: deadline_passed(approval_id, now=now, dialect=d)
+    )
 
 
 async def unknown_tool(name: str, available: list[str], agent: str) -> None:

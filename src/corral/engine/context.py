@@ -147,6 +147,18 @@ class RunContext:
     # -- the public API ------------------------------------------------------------------------
 
     @property
+    def store(self) -> Store:
+        """The run's store: layers above the engine keep their own tables in it (governance),
+        changed with transaction scripts from inside steps."""
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        """The engine's clock. Workflow code must use `await ctx.now()` (journaled); step bodies
+        may read this one."""
+        return self._clock
+
+    @property
     def is_replaying(self) -> bool:
         """True while the code re-executes steps that the journal already holds."""
         return self._next_seq <= self._last_recorded

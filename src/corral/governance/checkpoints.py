@@ -32,7 +32,9 @@ from typing import Any, TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from corral.errors import UsageError
+from corral.errors import AuditChainBroken as AuditChainBroken
+from corral.errors import AuditKeyInvalid as AuditKeyInvalid
+from corral.errors import AuditLogEmpty as AuditLogEmpty
 from corral.governance.audit import GENESIS
 from corral.governance.verify import (
     CHECKPOINT_COLUMNS,
@@ -49,25 +51,6 @@ from corral.governance.verify import (
 )
 from corral.store import Store
 from corral.store.scripts import Script, Statement
-
-
-class AuditChainBroken(UsageError):
-    """The audit chain failed verification, so it was not signed (ids: tenant, seq)."""
-
-    code = "audit_chain_broken"
-
-
-class AuditLogEmpty(UsageError):
-    """A tenant's audit log has no entries, so there is nothing to checkpoint (ids: tenant)."""
-
-    code = "audit_log_empty"
-
-
-class AuditKeyInvalid(UsageError):
-    """A key file is missing, unreadable, not PEM, or not an Ed25519 key (ids: path)."""
-
-    code = "audit_key_invalid"
-
 
 # -- keys ---------------------------------------------------------------------------------------
 

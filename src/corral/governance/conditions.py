@@ -32,7 +32,8 @@ from typing import Any
 
 import cel
 
-from corral.errors import UsageError
+from corral.errors import ConditionError as ConditionError
+from corral.errors import PolicyError as PolicyError
 from corral.governance.decisions import CallContext
 
 VARIABLES = ("args", "agent", "tool", "run", "budget", "now")
@@ -52,25 +53,6 @@ BUDGET_KEYS = (
 _COUNTS = ("_tokens", "_tool_calls", "_tokens_today")
 """Budget figures that count things: bound as CEL ints, so `budget.run_tool_calls + 1 > 10`
 type-checks (CEL does not mix int and double in arithmetic)."""
-
-
-class PolicyError(UsageError):
-    """A policy document (or a policy test file) is malformed: names the source, line, reason.
-
-    Importable from `corral.governance.policies`, where it belongs; it is defined here because
-    compiling a condition is the lowest place that raises it.
-    """
-
-    code = "policy_invalid"
-
-
-class ConditionError(UsageError):
-    """A condition failed to evaluate or did not yield a bool; policy evaluation denies the call.
-
-    Ids: `expression`, `where` (which rule), `reason`.
-    """
-
-    code = "condition_error"
 
 
 class Bindings:

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from corral.errors import RunFailure
+from corral.errors import Paused as Paused
 from corral.governance.audit import AuditEntry, append
 from corral.store.scripts import Dialect, Script, Statement
 
 TENANT = "tenant"
-
-
-class Paused(RunFailure):
-    """A tool call did not start: its agent or tenant is paused (a kill switch)."""
-
-    code = "paused"
 
 
 class Pause(BaseModel):

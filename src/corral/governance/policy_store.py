@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from corral.errors import PolicyNotFound as PolicyNotFound
 from corral.errors import UsageError
 from corral.governance import audit
 from corral.governance.documents import PolicyDocument
@@ -31,13 +32,6 @@ V = TypeVar("V")
 
 _CONFLICT_ATTEMPTS = 5
 _CACHE_SIZE = 256
-
-
-class PolicyNotFound(UsageError):
-    """No policy of that name (or no such version of it) in the tenant; the message lists what
-    exists. Ids: `tenant`, `policy`, `version`."""
-
-    code = "policy_not_found"
 
 
 class _VersionTaken(Exception):

@@ -29,19 +29,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal, cast
 
-from corral.errors import UsageError
+from corral.errors import RedactionSettingInvalid as RedactionSettingInvalid
 
 RedactionKind = Literal["email", "phone", "card"]
 KINDS: Final[tuple[RedactionKind, ...]] = ("email", "phone", "card")
 DEFAULT_KINDS: Final[tuple[RedactionKind, ...]] = KINDS
 SETTING = "CORRAL_REDACT"
 """The environment variable `Redactor.from_settings` reads."""
-
-
-class RedactionSettingInvalid(UsageError):
-    """`CORRAL_REDACT` (or `kinds=`) names a kind Corral cannot redact (ids: value)."""
-
-    code = "redaction_setting_invalid"
 
 
 # A run of 13–19 digits, single spaces or dashes between them, not inside a longer word/number.

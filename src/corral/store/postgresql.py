@@ -75,6 +75,9 @@ log = logging.getLogger("corral.store")
 Connection = AsyncConnection[Any]
 MAX_BATCH = 512
 _RUNS_RETURNING = ", ".join(f"runs.{c.strip()}" for c in RUN_COLUMNS.split(","))
+DEADLOCK_RETRIES = 5
+"""How often one operation is tried again after PostgreSQL chose it as a deadlock's victim."""
+
 _INSERT_INTENT = postgres_sql(INSERT_INTENT)
 _UPSERT_OUTCOME = postgres_sql(UPSERT_OUTCOME)
 _SIGNAL_COLUMNS = "signal_id, run_id, name, payload, created_at, consumed_seq"
@@ -384,7 +387,7 @@ class PostgresStore:
             if stop:
                 return
 
-    async def _apply_batch(self, batch: list[_Pending]) -> list[Any] | None:
+    async def _apply_batch(self, batch: list[_Pending], attempt: int = 0) -> list[Any] | None:
         """Apply a batch in one transaction; None when an operation failed unexpectedly."""
         try:
             if self._writer_conn is None or self._writer_conn.closed:
@@ -416,6 +419,18 @@ class PostgresStore:
                     index += 1
                 if state.notify:
                     await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            # Another process's transaction locked rows in another order (transaction scripts
+            # lock rows of their own: approvals, budget counters, the audit head). PostgreSQL
+            # rolled this one back, so nothing was written and the connection is usable: apply
+            # the operations one per transaction, where each script locks in one order.
+            if len(batch) > 1:
+                log.debug("batch of %d rolled back (%s); retrying one by one", len(batch), exc)
+                return None
+            if attempt < DEADLOCK_RETRIES:
+                await asyncio.sleep(0.01 * (attempt + 1))
+                return await self._apply_batch(batch, attempt=attempt + 1)
+            return [self._translate(exc)]
         except (psycopg.OperationalError, OSError) as exc:
             # The connection is gone (a restart, a network cut): nothing was committed, or the
             # commit's fate is unknown. Callers see StoreUnavailable; the next batch reconnects.

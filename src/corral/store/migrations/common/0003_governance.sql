@@ -44,6 +44,8 @@ CREATE TABLE approvals (
     decision_reason  TEXT,
     edited_arguments TEXT,
     created_at       DOUBLE PRECISION NOT NULL,
+    -- Seconds the escalated approvers get (NULL: as long as the first deadline gave).
+    escalation_deadline DOUBLE PRECISION,
     CHECK (status IN ('pending', 'approved', 'rejected', 'expired')),
     CHECK (on_deadline IN ('reject', 'approve', 'escalate'))
 );
