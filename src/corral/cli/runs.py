@@ -13,7 +13,11 @@ from corral.cli.exits import reporting_errors
 from corral.cli.inputs import parse_json
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, run_detail_json, run_json
+from corral.governance.identity import authorize
+from corral.governance.redaction import Redactor
+from corral.governance.retention import finished_runs, redact_run
 from corral.store import RUN_STATUSES, RunRecord, RunStatus, SignalRecord, StepRecord
+from corral.store.scripts import Dialect, Script
 
 runs_app = typer.Typer(
     name="runs",
@@ -218,3 +222,70 @@ def reconcile_run(
         f"run {run_id}: step {step.seq} ({step.name}) {settled}; the run is pending and a "
         "worker will resume it"
     )
+
+
+@runs_app.command(
+    "redact",
+    epilog="Examples:\n\n"
+    "  corral runs redact RUN_ID                      # one finished run\n\n"
+    "  corral runs redact --finished-before 30        # every run finished 30+ days ago\n\n"
+    "  CORRAL_REDACT=email,card corral runs redact RUN_ID\n\n"
+    "What is redacted follows CORRAL_REDACT (default: emails, phone numbers, card numbers). "
+    "Only finished runs are changed; each redaction is recorded in the audit log. It cannot be "
+    "undone.",
+)
+def redact_runs(
+    ctx: typer.Context,
+    run_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[RUN_ID]...", help="Finished runs to redact.", show_default=False),
+    ] = None,
+    finished_before: Annotated[
+        float | None,
+        typer.Option(
+            "--finished-before",
+            metavar="DAYS",
+            min=0,
+            help="Also redact every run of the tenant that finished more than DAYS days ago.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Remove personal data from the stored payloads of finished runs (operator role).
+
+    Inputs, results, step results and signals are rewritten with emails, phone numbers and card
+    numbers replaced. The audit log keeps decisions, not payloads, so its chain is unaffected.
+    """
+    settings = Settings.of(ctx)
+    if not run_ids and finished_before is None:
+        fail_usage("name RUN_IDs or give --finished-before DAYS")
+    redactor = Redactor.from_settings()
+
+    async def redact() -> list[tuple[str, int]]:
+        async with settings.corral(existing=True) as corral:
+            store = corral.store
+            await store.read_script(
+                lambda d: authorize(
+                    settings.tenant, settings.principal, "operator", action="redact runs"
+                )
+            )
+            targets = list(run_ids or [])
+            if finished_before is not None:
+                cutoff = corral.clock.now() - finished_before * 86400
+                targets += await store.read_script(
+                    lambda d: finished_runs(settings.tenant, before=cutoff)
+                )
+            done = []
+            actor = f"human:{settings.principal}"
+            for run_id in dict.fromkeys(targets):
+
+                def script(d: Dialect, run_id: str = run_id) -> Script[int]:
+                    return redact_run(
+                        run_id, redactor, actor=actor, now=corral.clock.now(), dialect=d
+                    )
+
+                done.append((run_id, await store.run_script(script)))
+            return done
+
+    for run_id, changed in run_async(redact):
+        typer.echo(f"redacted run {run_id}: {changed} payload(s) changed")

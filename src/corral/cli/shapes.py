@@ -8,10 +8,13 @@ Timestamps are ISO 8601 strings in UTC (`2025-01-31T12:00:00.123Z`), or null.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import os
 from typing import Any
 
 from corral import Workflow
+from corral.governance.redaction import Redactor
 from corral.store import RunRecord, SignalRecord, StepRecord
 
 
@@ -23,14 +26,28 @@ def iso(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def output_redactor() -> Redactor:
+    """What payloads shown by the CLI are redacted of (CORRAL_REDACT; default: emails, phone
+    numbers and card numbers; `none` shows everything)."""
+    return _redactor(os.environ.get("CORRAL_REDACT", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _redactor(setting: str) -> Redactor:
+    return Redactor.from_settings({"CORRAL_REDACT": setting})
+
+
 def decode(text: str | None) -> Any:
-    """A stored payload as a JSON value (kept as text in the unlikely case it is not JSON)."""
+    """A stored payload as a JSON value (kept as text in the unlikely case it is not JSON),
+    with personal data redacted as CORRAL_REDACT says: every payload the CLI prints goes
+    through here."""
     if text is None:
         return None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
-        return text
+        value = text
+    return output_redactor().redact_json(value)
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
