@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tests.cli.conftest import Invoke
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO_ROOT / "examples" / "policies"
+SUPPORT_POLICY = REPO_ROOT / "src" / "corral" / "demo" / "support_policy.yaml"
 
 V1 = """name: refunds
 rules:
@@ -116,7 +118,7 @@ def test_policy_test_runs_the_example_cases(cli: Invoke) -> None:
 
 
 def test_policy_test_reports_failures_and_exits_1(cli: Invoke, tmp_path: Path) -> None:
-    shutil.copy(EXAMPLES / "support.yaml", tmp_path / "support.yaml")
+    shutil.copy(SUPPORT_POLICY, tmp_path / "support.yaml")
     cases = write(
         tmp_path / "cases.yaml",
         "policies: [support.yaml]\ncases:\n"
@@ -184,7 +186,7 @@ def test_help_has_examples(cli: Invoke) -> None:
 
 
 def test_apply_in_a_real_process(corral_exe: Invoke, tmp_path: Path) -> None:
-    applied = corral_exe("--as", "ada", "policy", "apply", str(EXAMPLES / "support.yaml"))
+    applied = corral_exe("--as", "ada", "policy", "apply", str(SUPPORT_POLICY))
     assert applied.exit_code == 0, applied.stderr
     listed = corral_exe("policy", "list", "--json")
     assert listed.json()["policies"][0]["created_by"] == "human:ada"

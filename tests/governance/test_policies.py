@@ -13,7 +13,7 @@ from corral.governance.conditions import ConditionError, compile_condition, vari
 from corral.governance.decisions import CallContext
 from corral.governance.policies import PolicyError, PolicySet, parse_policy
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+DEMO = Path(__file__).resolve().parents[2] / "src" / "corral" / "demo"
 NOON = dt.datetime(2026, 3, 4, 12, 0, tzinfo=dt.UTC).timestamp()  # a Wednesday
 
 
@@ -48,7 +48,9 @@ def refused(text: str) -> PolicyError:
 
 
 def test_the_example_policy_parses() -> None:
-    document = parse_policy((EXAMPLES / "support.yaml").read_text(), source="support.yaml")
+    document = parse_policy(
+        (DEMO / "support_policy.yaml").read_text(), source="support_policy.yaml"
+    )
     assert document.name == "support"
     approval = next(r for r in document.rules if r.effect == "require_approval").approval
     assert approval is not None

@@ -12,7 +12,8 @@ from corral.cli.session import Settings
 EPILOG = """\
 Examples:
 
-  corral demo                       # six tickets, a fleet of agents, one worker killed mid-way
+  corral demo                       # six tickets, a fleet of agents, one worker killed mid-way,
+                                    # a large refund held for a human's approval
 
   corral demo --order               # one order workflow through kill -9, a signal and a resume
 
@@ -32,11 +33,14 @@ def demo_command(
         ),
     ] = False,
 ) -> None:
-    """Run the demo: a customer-support fleet of agents that survives `kill -9` of a worker.
+    """Run the demo: a governed customer-support fleet of agents that survives `kill -9`.
 
-    Starts the demo tickets as runs, executes them with real `corral worker` processes, kills
-    one with SIGKILL mid-way, and shows that a new worker resumes its runs without repeating a
-    refund. Then prints what happened to each ticket and how to inspect the runs.
+    Applies the fleet's policy and adds two principals, starts the demo tickets as runs,
+    executes them with real `corral worker` processes, kills one with SIGKILL mid-way, and shows
+    that a new worker resumes its runs without repeating a refund. The $1,249 refund stops at an
+    approval gate; the demo stops every worker, starts a fresh one and approves it with `corral
+    approvals approve`, and the refund is made once. Then it prints what happened to each
+    ticket and how to inspect the runs.
     """
     settings = Settings.of(ctx)
     with reporting_errors():

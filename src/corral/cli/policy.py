@@ -42,7 +42,7 @@ from corral.governance.policy_store import (
 EPILOG = """\
 Examples:
 
-  corral --as ada policy apply examples/policies/support.yaml
+  corral --as ada policy apply policies/support.yaml
 
   corral policy list
 
@@ -123,7 +123,7 @@ def _summary_json(summary: PolicySummary) -> dict[str, Any]:
 
 @policy_app.command(
     "apply",
-    epilog="Examples:\n\n  corral --as ada policy apply examples/policies/support.yaml\n\n"
+    epilog="Examples:\n\n  corral --as ada policy apply policies/support.yaml\n\n"
     "  corral --tenant acme policy apply refunds.yaml --json\n\n"
     "Applying the same text again adds no version. Exit 2 on an invalid document (file, line, "
     "reason): nothing is written and the active version stays.",

@@ -4,13 +4,21 @@
 handle_ticket(ticket)
   triage (router)              a rule sends angry tickets to `escalation`; the classifier agent
   │                            picks order_status / refund / policy for the rest
-  ├─ order_status → order_lookup        (tool: lookup_order)
-  ├─ policy       → policy_check        (tool: check_refund_policy)
+  ├─ order_status → order_lookup        (tool: lookup_order, scope orders:read)
+  ├─ policy       → policy_check        (tool: check_refund_policy, scope policies:read)
   └─ refund, escalation → support_supervisor, which delegates (each a child run):
         order_lookup + policy_check     in parallel: they do not depend on each other
-        refunds                         (tool: issue_refund, risk high) if the policy allows
+        refunds                         (tool: issue_refund, risk high, scope payments:refund)
+                                        if the policy allows
   reply (pipeline)             reply_drafting → reply_review, typed Draft → Reply
 ```
+
+Governance, least privilege: each agent is granted exactly the scopes of the tools it calls; the
+supervisor holds the scopes of its delegates, because a child run never has more than its parent
+(its chain of grants is the parent's plus its own); the classifier and the reply agents call no
+tools and hold none. The policy `support` (`support_policy.yaml`, beside this module; `corral
+demo` applies it) sends refunds over $500 to finance: the refunds run stops at an approval gate
+until a person approves the exact call.
 
 Every agent runs on a `ScriptedModel` whose rules read the request (the ticket, the sub-task,
 the tool results so far), so the conversation is sensible and the same on every run: no API key,
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -30,6 +39,7 @@ from corral import RunContext, workflow
 from corral.agents import Agent
 from corral.agents.patterns import Pipeline, Router, Stage
 from corral.demo.support_data import (
+    LARGE_REFUND_CENTS,
     TODAY,
     Order,
     Route,
@@ -52,6 +62,10 @@ MODEL_NAME = "support-fleet"
 """Model steps record `scripted:support-fleet`."""
 
 ORDER_ID = re.compile(r"\bA-\d{4}\b")
+
+POLICY_FILE = Path(__file__).with_name("support_policy.yaml")
+"""The fleet's governance policy `support` (installed with the package, so `corral demo` can
+apply it): large refunds wait for finance, no deletes, a spending cap per run."""
 
 
 # -- what the agents produce ----------------------------------------------------------------
@@ -101,7 +115,7 @@ class TicketOutcome(BaseModel):
     specialists: list[str]
     refund: RefundReceipt | None
     approval: str
-    """Empty, or why this ticket will stop at an approval gate once governance lands."""
+    """Empty, or why this ticket's refund needed a person's approval (over the $500 limit)."""
     reply: Reply
     model: str = SCRIPTED
 
@@ -373,6 +387,7 @@ order_lookup: Agent[Order] = Agent(
     description="looks orders up: item, price, shipping status, tracking",
     model=_model(order_lookup_rules),
     tools=[lookup_order],
+    scopes=["orders:read"],
     output_type=Order,
 )
 
@@ -382,6 +397,7 @@ policy_check: Agent[PolicyVerdict] = Agent(
     description="says what the refund policy allows for an order, or in general",
     model=_model(policy_check_rules),
     tools=[check_refund_policy],
+    scopes=["policies:read"],
     output_type=PolicyVerdict,
 )
 
@@ -392,6 +408,7 @@ refunds: Agent[RefundReceipt] = Agent(
     description="issues refunds (money leaves the company: high risk)",
     model=_model(refunds_rules),
     tools=[issue_refund],
+    scopes=["payments:refund"],
     output_type=RefundReceipt,
 )
 
@@ -402,6 +419,8 @@ support_supervisor: Agent[Resolution] = Agent(
     description="resolves refund requests and escalations with the specialists",
     model=_model(supervisor_rules),
     delegates=[order_lookup, policy_check, refunds],
+    # It calls no tool itself, but its delegates' runs are bounded by its grants.
+    scopes=["orders:read", "policies:read", "payments:refund"],
     output_type=Resolution,
 )
 
@@ -475,11 +494,12 @@ def resolution_of(route: Route, output: Any) -> Resolution:
 
 
 def approval_note(refund: RefundReceipt | None, policy: PolicyVerdict | None) -> str:
-    """Where a large refund will stop at an approval gate (not enforced until governance)."""
+    """Why a refund needed a person's approval: it is over the limit the policy gates."""
     if refund is not None and policy is not None and policy.needs_approval:
         return (
-            f"large refund ({money(refund.amount_cents)}): will stop at an approval gate "
-            "once governance lands; not enforced yet"
+            f"large refund ({money(refund.amount_cents)}): over "
+            f"{money(LARGE_REFUND_CENTS)}, so finance approves the exact call before the "
+            "money leaves"
         )
     return ""
 
@@ -505,6 +525,7 @@ async def handle_ticket(ctx: RunContext, ticket: Ticket) -> TicketOutcome:
 
 __all__ = [
     "AGENTS",
+    "POLICY_FILE",
     "Draft",
     "Reply",
     "ReplyBrief",

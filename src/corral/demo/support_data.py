@@ -18,7 +18,8 @@ TODAY = dt.date(2025, 6, 12)
 RETURN_WINDOW_DAYS = 30
 LATE_AFTER_DAYS = 7
 LARGE_REFUND_CENTS = 50_000
-"""Refunds above this (500.00) are the ones an approval gate will stop, once governance lands."""
+"""Refunds above this (500.00) wait for finance's approval: the verdict says so, and the `support`
+policy (support_policy.yaml) enforces it with an approval gate on `issue_refund`."""
 
 Route = Literal["order_status", "refund", "policy", "escalation"]
 """Where triage sends a ticket."""

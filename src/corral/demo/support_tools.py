@@ -70,7 +70,7 @@ class RefundReceipt(BaseModel):
 # -- the tools -------------------------------------------------------------------------------
 
 
-@tool
+@tool(scopes=["orders:read"])
 async def lookup_order(order_id: str) -> Order:
     """Look an order up in the order system: item, price, shipping status, tracking.
 
@@ -84,7 +84,7 @@ async def lookup_order(order_id: str) -> Order:
     return order
 
 
-@tool
+@tool(scopes=["policies:read"])
 async def check_refund_policy(
     order_id: str | None = None, reason: str = "question"
 ) -> PolicyVerdict:
@@ -115,9 +115,9 @@ async def issue_refund(
     paid = order.item_cents + order.shipping_cents
     if not 0 < amount_cents <= paid:
         raise ToolRetry(f"refund of {amount_cents} cents is outside 1..{paid} for order {order_id}")
-    # APPROVAL GATE (large refunds): once corral.governance lands, a policy on this tool (risk
-    # "high", scope payments:refund) with amount_cents > LARGE_REFUND_CENTS stops the run here
-    # until a person approves it. Until then nothing stops it; the fleet's outcome says so.
+    # No approval check here: a refund over $500 never reaches this body unapproved. The
+    # `support` policy (support_policy.yaml) stops the call before the step runs it, and the
+    # approved call runs with exactly the arguments a person approved.
     receipt = await asyncio.to_thread(
         record_refund, ctx.idempotency_key, order_id, amount_cents, reason
     )

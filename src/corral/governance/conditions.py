@@ -28,13 +28,22 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
-
-import cel
+from typing import TYPE_CHECKING, Any
 
 from corral.errors import ConditionError as ConditionError
 from corral.errors import PolicyError as PolicyError
 from corral.governance.decisions import CallContext
+
+if TYPE_CHECKING:
+    import cel
+
+
+def _cel() -> Any:
+    """The CEL library, imported on first use: its package also imports a REPL (prompt_toolkit),
+    half a second that a `corral` command which evaluates no condition should not pay."""
+    import cel
+
+    return cel
 
 VARIABLES = ("args", "agent", "tool", "run", "budget", "now")
 """The names a condition may use (besides names it binds itself in macros like `all(x, …)`)."""
@@ -67,7 +76,7 @@ class Bindings:
 
     def __init__(self, variables: Mapping[str, Any]) -> None:
         self._variables = variables
-        self._context = cel.Context()
+        self._context: cel.Context = _cel().Context()
         self._bound: set[str] = set()
 
     def context_for(self, names: frozenset[str]) -> cel.Context:
@@ -151,7 +160,7 @@ def _compiled(expression: str) -> tuple[cel.Program, frozenset[str]]:
     # document) is compiled once per process.
     if not expression.strip():
         raise ValueError("the expression is empty")
-    program = cel.compile(expression)
+    program = _cel().compile(expression)
     return program, frozenset(program.variables())
 
 
