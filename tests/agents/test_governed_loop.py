@@ -11,9 +11,11 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from corral import Corral
+from corral import Corral, RunContext
 from corral.agents import Agent
+from corral.errors import ApprovalRequired
 from corral.governance import approvals, identity, pauses
 from corral.governance.audit import read_entries
 from corral.governance.policy_store import apply_policy
@@ -372,3 +374,89 @@ async def test_an_exhausted_budget_can_ask_a_human(corral: Corral) -> None:
     await corral.run_until_idle()
     assert (await corral.get_run(run_id)).status == "succeeded"
     assert [name for name, _ in executed] == ["lookup_order", "lookup_order"]
+
+
+async def test_a_tool_can_ask_for_review_and_runs_once_approved(corral: Corral) -> None:
+    await add_approver(corral, "rae", "quality")
+    seen: list[str | None] = []
+
+    @tool
+    async def send_reply(text: str, ctx: ToolContext) -> str:
+        """Send a reply to the customer."""
+        seen.append(ctx.approved_by)
+        if ctx.approved_by is None and "refund" in text:
+            raise ApprovalRequired("mentions a refund: a person checks it", approvers=["quality"])
+        return "sent"
+
+    agent = Agent(
+        "replier",
+        model=ScriptedModel(
+            [reply("", Call("send_reply", {"text": "your refund is on its way"})), "ok"]
+        ),
+        tools=[send_reply],
+    )
+    run_id = await start(corral, agent)
+    assert (await corral.get_run(run_id)).status == "waiting"
+    (pending,) = await corral.store.read_script(
+        lambda d: approvals.list_approvals(corral.tenant, status="pending")
+    )
+    assert pending.rule == "review"
+    assert pending.reason == "mentions a refund: a person checks it"
+    await approvals.decide(corral, pending.approval_id, approve=True, principal="rae", reason="ok")
+    await corral.run_until_idle()
+    assert (await corral.get_run(run_id)).status == "succeeded"
+    assert seen == [None, "rae"]
+
+
+class Answer(BaseModel):
+    text: str
+    confidence: float
+
+
+async def test_an_unsure_agent_output_waits_for_a_reviewer(corral: Corral) -> None:
+    await add_approver(corral, "rae", "quality")
+    agent: Agent[Answer] = Agent(
+        "answerer",
+        model=ScriptedModel(
+            [
+                '{"text": "maybe 42", "confidence": 0.3}',
+                '{"text": "surely 42", "confidence": 0.4}',
+            ]
+        ),
+        output_type=Answer,
+        review=lambda a: "confidence below 0.5" if a.confidence < 0.5 else None,
+        reviewers=["quality"],
+    )
+
+    @corral.workflow
+    async def ask(ctx: RunContext, question: str) -> Answer:
+        return (await agent.run(ctx, question)).output
+
+    handle = await corral.start(ask, "what is six times seven?")
+    await corral.run_until_idle()
+
+    async def pending() -> approvals.ApprovalRequest:
+        (found,) = await corral.store.read_script(
+            lambda d: approvals.list_approvals(corral.tenant, status="pending")
+        )
+        return found
+
+    first = await pending()
+    assert first.arguments == {"output": {"text": "maybe 42", "confidence": 0.3}}
+    await approvals.decide(
+        corral, first.approval_id, approve=False, principal="rae", reason="vague"
+    )
+    await corral.run_until_idle()
+    second = await pending()
+    await approvals.decide(
+        corral,
+        second.approval_id,
+        approve=True,
+        principal="rae",
+        reason="fixed the wording",
+        edited_arguments={"output": {"text": "42", "confidence": 1.0}},
+    )
+    await corral.run_until_idle()
+    assert await handle.wait_for_result() == Answer(text="42", confidence=1.0)
+    names = [name for name, _ in await steps_of(corral, handle.run_id)]
+    assert names.count("review:answerer") == 2

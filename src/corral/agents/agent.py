@@ -24,7 +24,7 @@ child run.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Union
 
 from pydantic import BaseModel, Field
@@ -88,6 +88,12 @@ class Agent(Generic[O]):
         max_depth: How deep delegation may nest below a run of this agent.
         scopes: What the agent may do: every scope a tool needs must be granted here (`*`
             globs allowed: `payments:*`). Default: none, so only tools that need no scope.
+        review: Asks a human to review the final output when it returns a reason (e.g. low
+            confidence); None or an empty string lets the output through. The run waits
+            durably; the reviewer approves (optionally editing the output) or rejects (the
+            model is told why and tries again, within `output_retries`).
+        reviewers: The approver groups (or principal names) who review outputs.
+        review_deadline: Seconds a review may take before it counts as rejected.
         description: What the agent does, as other agents' models see it.
         version: The version of its workflow.
     """
@@ -107,6 +113,9 @@ class Agent(Generic[O]):
         delegates: Sequence[Agent[Any]] = (),
         max_depth: int = 3,
         scopes: Sequence[str] = (),
+        review: Callable[[O], str | None] | None = None,
+        reviewers: Sequence[str] = (),
+        review_deadline: float | None = None,
         description: str = "",
         version: str = "1",
     ) -> None:
@@ -131,6 +140,13 @@ class Agent(Generic[O]):
         self.delegates = list(delegates)
         self.max_depth = max_depth
         self.scopes = tuple(scopes)
+        if review is not None and not reviewers:
+            raise AgentDefinitionError(
+                f"agent {name!r} has a review check but no reviewers", agent=name
+            )
+        self.review = review
+        self.reviewers = tuple(reviewers)
+        self.review_deadline = review_deadline
         self.description = description or instructions.split("\n")[0][:200]
         self.version = version
         self._model: Model | None = model if isinstance(model, Model) else None

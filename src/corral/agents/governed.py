@@ -138,8 +138,8 @@ class Governed:
             )
         raise self._exceeded(reserved)
 
-    async def finish_tool(self, reserved: Reserved) -> None:
-        await self.governor.settle(self.subject, reserved, {"tool_calls": 1.0})
+    async def finish_tool(self, reserved: Reserved, used: float = 1.0) -> None:
+        await self.governor.settle(self.subject, reserved, {"tool_calls": used})
 
     async def start_model(
         self, model: Model, request: ModelRequest, step: StepInfo

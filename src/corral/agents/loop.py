@@ -26,11 +26,13 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from corral.agents.agent import Agent, AgentResult, AgentTask
+from corral.agents.contracts import Violation
 from corral.agents.events import AgentEvent, Listener, agent_events
 from corral.agents.governed import Governed, ToolOutcome
 from corral.engine import current_step
 from corral.errors import (
     AgentDefinitionError,
+    ApprovalRequired,
     ChildRunFailed,
     CorralError,
     DepthLimitExceeded,
@@ -52,6 +54,7 @@ from corral.governance.approvals import (
 )
 from corral.governance.budgets import BudgetExceeded
 from corral.governance.decisions import Decision
+from corral.governance.documents import ApprovalSpec
 from corral.governance.identity import ScopeChain
 from corral.governance.pauses import Paused
 from corral.models import (
@@ -150,6 +153,8 @@ class ToolLoop:
             messages.append(message)
             if not message.tool_calls:
                 output, violation = current.contract.parse(message.content)
+                if violation is None and current.review is not None:
+                    output, violation = await self._review(current, output)
                 if violation is None:
                     self._publish(current, "final", detail=message.content, usage=usage)
                     return AgentResult(
@@ -402,6 +407,54 @@ class ToolLoop:
                     + (f": {decision.reason}" if decision.reason else "")
                 )
 
+    async def _review(self, agent: Agent[Any], output: Any) -> tuple[Any, Violation | None]:
+        """Ask a human to review an output its agent's `review` check flags; wait durably.
+
+        Approved: the output (as the reviewer may have edited it). Rejected: a violation whose
+        problem is the reviewer's reason, which goes back to the model like a contract's."""
+        assert agent.review is not None
+        reason = agent.review(output)
+        if not reason:
+            return output, None
+        schema = agent.contract.json_schema() or {"type": "string"}
+        spec = ToolSpec(
+            name=f"output_{agent.name}",
+            description=f"the final output of agent {agent.name}",
+            parameters={
+                "type": "object",
+                "properties": {"output": schema},
+                "required": ["output"],
+            },
+        )
+        decision = Decision(
+            effect="require_approval",
+            rule="review",
+            reason=reason,
+            approval=ApprovalSpec(
+                approvers=agent.reviewers, deadline=agent.review_deadline, on_deadline="reject"
+            ),
+        )
+        arguments = {"output": to_jsonable_python(output)}
+        request = await self.ctx.step(
+            request_approval_step,
+            self.governed,
+            spec,
+            ToolCall(call_id="output", name=spec.name, arguments=json.dumps(arguments)),
+            arguments,
+            decision,
+            name=f"review:{agent.name}",
+        )
+        verdict = await self._wait_for_decision(request)
+        if verdict.status != "approved":
+            return None, Violation(
+                f"review by {verdict.decided_by}", verdict.reason or "rejected by the reviewer"
+            )
+        reviewed = verdict.arguments.get("output")
+        value, violation = agent.contract.parse(
+            reviewed if isinstance(reviewed, str) else json.dumps(reviewed)
+        )
+        return (value, None) if violation is None else (output, None)
+
     async def _wait_for_decision(self, request: ApprovalRequest) -> ApprovalDecision:
         """Wait (durably: the run is unloaded) for a human's decision, or the deadline's."""
         deadline = request.deadline
@@ -542,7 +595,9 @@ async def list_tools(toolset: Toolset) -> list[ToolDefinition]:
     return await toolset.list_tools()
 
 
-def _tool_context(tool_name: str, agent: str, call: ToolCall) -> ToolContext:
+def _tool_context(
+    tool_name: str, agent: str, call: ToolCall, approval: ApprovalDecision | None
+) -> ToolContext:
     step = current_step()
     assert step is not None, "tools are called inside their step"
     return ToolContext(
@@ -553,6 +608,7 @@ def _tool_context(tool_name: str, agent: str, call: ToolCall) -> ToolContext:
         agent=agent,
         call_id=call.call_id,
         redelivered=step.redelivered,
+        approved_by=approval.decided_by if approval is not None else None,
     )
 
 
@@ -570,7 +626,7 @@ async def call_tool(
         arguments,
         governed,
         approval,
-        lambda: tool.call(arguments, _tool_context(tool.name, agent, call)),
+        lambda: tool.call(arguments, _tool_context(tool.name, agent, call, approval)),
     )
 
 
@@ -596,7 +652,9 @@ async def call_toolset(
         arguments,
         governed,
         approval,
-        lambda: toolset.call_tool(spec.name, arguments, _tool_context(spec.name, agent, call)),
+        lambda: toolset.call_tool(
+            spec.name, arguments, _tool_context(spec.name, agent, call, approval)
+        ),
     )
 
 
@@ -620,9 +678,41 @@ async def _governed_call(
         return ToolOutcome(
             status="approval_required", decision=reserved, arguments=to_jsonable_python(arguments)
         )
-    value = await make_call()
+    try:
+        value = await make_call()
+    except ApprovalRequired as review:  # the tool asks a human to review this call first
+        await governed.finish_tool(reserved, used=0.0)
+        if approval is not None:
+            raise  # approved, and it asks again: it is the tool's error to report
+        return ToolOutcome(
+            status="approval_required",
+            decision=review_decision(definition.name, review),
+            arguments=to_jsonable_python(arguments),
+        )
     await governed.finish_tool(reserved)
     return ToolOutcome(value=to_jsonable_python(value), decision=decision)
+
+
+def review_decision(tool: str, review: ApprovalRequired) -> Decision:
+    """The decision a tool's `raise ApprovalRequired(reason, approvers=[…], deadline=…,
+    on_deadline=…)` stands for."""
+    approvers = review.ids.get("approvers")
+    if not approvers:
+        raise AgentDefinitionError(
+            f"tool {tool!r} raised ApprovalRequired without approvers: raise "
+            "ApprovalRequired('why', approvers=['group'])",
+            tool=tool,
+        )
+    return Decision(
+        effect="require_approval",
+        rule="review",
+        reason=review.message,
+        approval=ApprovalSpec(
+            approvers=tuple(approvers),
+            deadline=review.ids.get("deadline"),
+            on_deadline=review.ids.get("on_deadline", "reject"),
+        ),
+    )
 
 
 async def request_approval_step(

@@ -21,3 +21,6 @@ class ToolContext:
     call_id: str | None = None
     redelivered: bool = False
     """True when an earlier attempt of this very call may already have had its effect."""
+    approved_by: str | None = None
+    """Who approved this call, when it needed approval (a policy's, or the tool's own request
+    for review: a tool that raised `ApprovalRequired` is called again with this set)."""
