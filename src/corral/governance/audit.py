@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,16 +119,15 @@ def append(tenant: str, entry: AuditEntry, *, at: float, dialect: Dialect) -> Sc
     With a `dedupe_key` already recorded, nothing is appended and the earlier seq is returned.
     """
     lock = " FOR UPDATE" if dialect == "postgresql" else ""
-    head = yield Statement(f"SELECT seq, hash FROM audit_heads WHERE tenant = ?{lock}", (tenant,))
+    locked_head = Statement(f"SELECT seq, hash FROM audit_heads WHERE tenant = ?{lock}", (tenant,))
+    head = yield locked_head
     if head.one() is None:
         yield Statement(
             "INSERT INTO audit_heads (tenant, seq, hash) VALUES (?, 0, ?)"
             " ON CONFLICT (tenant) DO NOTHING",
             (tenant, GENESIS),
         )
-        head = yield Statement(
-            f"SELECT seq, hash FROM audit_heads WHERE tenant = ?{lock}", (tenant,)
-        )
+        head = yield locked_head
     row = head.one()
     assert row is not None
     last_seq, prev_hash = int(row[0]), str(row[1])
@@ -185,21 +185,23 @@ def read_entries(
         sql += " LIMIT ?"
         params += (limit,)
     result = yield Statement(sql, params)
-    return [
-        AuditRecord(
-            tenant=row[0],
-            seq=int(row[1]),
-            at=float(row[2]),
-            kind=row[3],
-            actor=row[4],
-            subject=row[5],
-            decision=row[6],
-            payload_ref=row[7],
-            prev_hash=row[8],
-            hash=row[9],
-        )
-        for row in result.rows
-    ]
+    return [record_from_row(row) for row in result.rows]
+
+
+def record_from_row(row: Sequence[Any]) -> AuditRecord:
+    """An `audit_log` row (selected as `AUDIT_COLUMNS`) as a record."""
+    return AuditRecord(
+        tenant=row[0],
+        seq=int(row[1]),
+        at=float(row[2]),
+        kind=row[3],
+        actor=row[4],
+        subject=row[5],
+        decision=row[6],
+        payload_ref=row[7],
+        prev_hash=row[8],
+        hash=row[9],
+    )
 
 
 def tenants() -> Script[list[str]]:

@@ -45,6 +45,7 @@ def _cel() -> Any:
 
     return cel
 
+
 VARIABLES = ("args", "agent", "tool", "run", "budget", "now")
 """The names a condition may use (besides names it binds itself in macros like `all(x, …)`)."""
 

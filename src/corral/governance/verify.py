@@ -40,6 +40,7 @@ from corral.governance.audit import (
     AuditRecord,
     canonical_json,
     read_entries,
+    record_from_row,
     record_hash,
 )
 from corral.store import Store
@@ -148,21 +149,6 @@ def recent_entries(
         params.append(kind)
     result = yield Statement(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
     return [record_from_row(row) for row in result.rows]
-
-
-def record_from_row(row: Sequence[Any]) -> AuditRecord:
-    return AuditRecord(
-        tenant=row[0],
-        seq=int(row[1]),
-        at=float(row[2]),
-        kind=row[3],
-        actor=row[4],
-        subject=row[5],
-        decision=row[6],
-        payload_ref=row[7],
-        prev_hash=row[8],
-        hash=row[9],
-    )
 
 
 def entries_page(tenant: str, after_seq: int, limit: int) -> ScriptFactory[list[AuditRecord]]:
