@@ -28,8 +28,8 @@ demo: $(STAMP) ## Run the customer-support agent fleet on embedded SQLite (scrip
 	$(PY) -m corral.demo
 
 lint: $(STAMP) ## ruff (lint and format check)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 
 typecheck: $(STAMP) ## mypy (strict on engine, store, errors, testing)
 	$(VENV)/bin/mypy
