@@ -4,7 +4,14 @@ The engine knows nothing of agents; agents are built on its public surface.
 """
 
 from corral.engine.clock import Clock, SystemClock
-from corral.engine.context import ChildHandle, RunContext, StepInfo, current_context, current_step
+from corral.engine.context import (
+    ChildHandle,
+    RunContext,
+    StepInfo,
+    commit_with_step,
+    current_context,
+    current_step,
+)
 from corral.engine.corral import Corral, RunHandle
 from corral.engine.execution import Execution, execute_run
 from corral.engine.steps import step
@@ -32,6 +39,7 @@ __all__ = [
     "WorkerStats",
     "Workflow",
     "WorkflowRegistry",
+    "commit_with_step",
     "current_context",
     "current_step",
     "execute_run",

@@ -20,7 +20,7 @@ import inspect
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints, overload
@@ -34,8 +34,10 @@ from corral.errors import (
     NotSerializable,
     SignalTimeout,
     StepFailed,
+    UsageError,
 )
 from corral.store import NewRun, RunRecord, StepKind, StepRecord, StepWrite, Store
+from corral.store.scripts import ScriptFactory
 
 if TYPE_CHECKING:
     from corral.engine.clock import Clock
@@ -85,6 +87,24 @@ _current_context: contextvars.ContextVar[RunContext | None] = contextvars.Contex
 _current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "corral_current_step", default=None
 )
+
+
+_step_scripts: contextvars.ContextVar[list[ScriptFactory[Any]] | None] = contextvars.ContextVar(
+    "corral_step_scripts", default=None
+)
+
+
+def commit_with_step(script: ScriptFactory[Any]) -> None:
+    """Run a transaction script in the same transaction that journals the current step's
+    outcome (success or failure): the layers above use it to write a record of what the step
+    decided (an audit entry) that commits exactly when the step's outcome does.
+
+    Raises `UsageError` outside a step body.
+    """
+    scripts = _step_scripts.get()
+    if scripts is None:
+        raise UsageError("commit_with_step() is for step bodies: no step is running here")
+    scripts.append(script)
 
 
 def current_context() -> RunContext | None:
@@ -349,6 +369,8 @@ class RunContext:
 
         info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered, self._epoch)
         token = _current_step.set(info)
+        scripts: list[ScriptFactory[Any]] = []
+        scripts_token = _step_scripts.set(scripts)
         try:
             crash_point("step.after_dispatch")
             if is_async:
@@ -366,10 +388,11 @@ class RunContext:
         except (asyncio.CancelledError, Suspend, ReconciliationNeeded, LeaseLost):
             raise
         except Exception as exc:
-            error = await self._journal_failure(seq, name, at_most_once, exc)
+            error = await self._journal_failure(seq, name, at_most_once, exc, scripts)
             raise _step_failed(self.run_id, seq, name, error) from exc
         finally:
             _current_step.reset(token)
+            _step_scripts.reset(scripts_token)
         crash_point("step.after_effect")
         try:
             text = payloads.dump(
@@ -377,23 +400,42 @@ class RunContext:
             )
         except NotSerializable as exc:
             # The body ran: journal the failure so a replay raises it again instead of re-running.
-            await self._journal_failure(seq, name, at_most_once, exc)
+            await self._journal_failure(seq, name, at_most_once, exc, scripts)
             raise
         await self._store.write_step(
             self._write(
-                seq, "step", name, status="succeeded", at_most_once=at_most_once, result=text
+                seq,
+                "step",
+                name,
+                status="succeeded",
+                at_most_once=at_most_once,
+                result=text,
+                scripts=tuple(scripts),
             )
         )
         crash_point("step.after_commit")
         return payloads.load(text, return_type)
 
     async def _journal_failure(
-        self, seq: int, name: str, at_most_once: bool, exc: BaseException
+        self,
+        seq: int,
+        name: str,
+        at_most_once: bool,
+        exc: BaseException,
+        scripts: Sequence[ScriptFactory[Any]] = (),
     ) -> str:
-        """Journal a step as failed with `exc`; return the stored error."""
+        """Journal a step as failed with `exc` (and the step's scripts); return the error."""
         error = payloads.dump_error(exc)
         await self._store.write_step(
-            self._write(seq, "step", name, status="failed", at_most_once=at_most_once, error=error)
+            self._write(
+                seq,
+                "step",
+                name,
+                status="failed",
+                at_most_once=at_most_once,
+                error=error,
+                scripts=tuple(scripts),
+            )
         )
         return error
 

@@ -10,9 +10,10 @@ For a tool call, inside the call's own journaled step:
 4. **budgets** — the call is reserved against every budget that applies before it starts and
    settled after; a reservation that would exceed a limit is refused.
 
-Decisions other than the default allow are audited (kind `policy.decision`, deduplicated by the
-step's idempotency key, so a retried step is audited once). Every decision, default or not, is
-in the journal: it is part of the tool step's result, or of its error.
+Decisions other than the default allow are audited (kind `policy.decision`) in the same
+transaction as the tool step's journaled outcome, which holds the decision (its result, or its
+error): the record and the journal commit together. Every decision, default or not, is in the
+journal.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.engine import commit_with_step, current_step
 from corral.engine.clock import Clock
 from corral.governance import budgets
 from corral.governance.approvals import arguments_hash
@@ -106,9 +108,16 @@ class Governor:
                 payload_ref=f"run:{subject.run_id}:{step_key.rsplit(':', 1)[-1]}",
                 dedupe_key=f"policy.decision:{step_key}",
             )
-            await self.store.run_script(
-                lambda d: _append(subject.tenant, entry, now=now, dialect=d)
-            )
+
+            def record(d: Dialect) -> Script[int]:
+                return _append(subject.tenant, entry, now=now, dialect=d)
+
+            if current_step() is not None:
+                # Audited in the transaction that journals the step's outcome, which holds
+                # this decision (its result, or its error): both commit, or neither.
+                commit_with_step(record)
+            else:
+                await self.store.run_script(record)
         return decision
 
     async def _policy_decision(

@@ -983,6 +983,10 @@ async def _write_steps(
             await cursor.executemany(_INSERT_INTENT, intents)
         if finished:
             await cursor.executemany(_UPSERT_OUTCOME, finished)
+    for write, outcome in zip(writes, outcomes, strict=True):
+        if outcome is None:
+            for script in write.scripts:
+                await drive_async(_pg_executor(conn), script("postgresql"))
     return outcomes
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
+
+from corral.store.scripts import ScriptFactory
 
 RunStatus = Literal[
     "pending",
@@ -110,6 +112,9 @@ class StepWrite:
     detail: str | None = None
     result: str | None = None
     error: str | None = None
+    scripts: tuple[ScriptFactory[Any], ...] = ()
+    """Transaction scripts to run in the same transaction as this write (an outcome's audit
+    entry): they commit with it, or the write fails with them."""
 
     @property
     def idempotency_key(self) -> str:

@@ -780,6 +780,10 @@ def _write_steps(
         conn.executemany(INSERT_INTENT, intents)
     if finished:
         conn.executemany(UPSERT_OUTCOME, finished)
+    for write, outcome in zip(writes, outcomes, strict=True):
+        if outcome is None:
+            for script in write.scripts:
+                drive_sync(_sqlite_executor(conn), script("sqlite"))
     return outcomes
 
 
