@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 
+from bench.agents_bench import run_all as run_all_agents
 from bench.engine_bench import Row, run_all
 from bench.postgres_bench import DEFAULT_URL, URL_ENV, unreachable
 from bench.postgres_bench import run_all as run_all_postgres
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args()
     rows = asyncio.run(run_all(quick=args.quick))
+    rows += asyncio.run(run_all_agents(quick=args.quick))
     skipped = ""
     if not args.no_postgres:
         url = args.postgres or os.environ.get(URL_ENV) or DEFAULT_URL

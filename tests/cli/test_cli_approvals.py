@@ -283,3 +283,15 @@ def test_an_empty_list_says_so_and_help_has_examples(cli: Invoke) -> None:
     assert helped.exit_code == 0
     assert "corral approvals show APPROVAL_ID" in helped.stdout
     assert "already decided" in " ".join(helped.stdout.split())
+
+
+def test_cancelling_a_run_withdraws_its_pending_approvals(cli: Invoke, db_url: str) -> None:
+    run_id, request = waiting_gate(db_url)
+    assert cli("runs", "cancel", run_id).exit_code == 2  # root is no principal here
+    assert cli("--as", "ada", "runs", "cancel", run_id).exit_code == 0
+    shown = cli("approvals", "show", request.approval_id, "--json").json()
+    assert shown["status"] == "expired"
+    assert shown["decision_reason"] == "the run was cancelled"
+    assert cli("approvals", "list", "--json").json() == {"approvals": []}
+    kinds = [e["kind"] for e in cli("--as", "vic", "audit", "list", "--json").json()["entries"]]
+    assert kinds[0] == "approval.withdrawn"

@@ -13,6 +13,7 @@ from corral.cli.exits import reporting_errors
 from corral.cli.inputs import parse_json
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, run_detail_json, run_json
+from corral.governance.approvals import withdraw_for_run
 from corral.governance.identity import authorize
 from corral.governance.redaction import Redactor
 from corral.governance.retention import finished_runs, redact_run
@@ -140,13 +141,33 @@ def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOptio
 
     async def cancel() -> tuple[RunRecord, bool]:
         async with settings.corral(existing=True) as corral:
+            await corral.store.read_script(
+                lambda d: authorize(
+                    settings.tenant, settings.principal, "operator", action="cancel runs"
+                )
+            )
             try:
-                return await corral.cancel(run_id), True
+                run = await corral.cancel(run_id)
             except RunAlreadyFinished:
                 run = await corral.get_run(run_id)
                 if run.status != "cancelled":
                     raise
                 return run, False
+            # Approvals the run (or a child) waits for can never be used now: withdraw them.
+            children = await corral.list_runs(parent_run_id=run_id)
+            for cancelled in [run.run_id, *(child.run_id for child in children)]:
+
+                def withdraw(d: Dialect, cancelled: str = cancelled) -> Script[int]:
+                    return withdraw_for_run(
+                        cancelled,
+                        actor=f"human:{settings.principal}",
+                        reason="the run was cancelled",
+                        now=corral.clock.now(),
+                        dialect=d,
+                    )
+
+                await corral.store.run_script(withdraw)
+            return run, True
 
     run, cancelled_now = run_async(cancel)
     if json_output:

@@ -640,3 +640,33 @@ def deadline_script(
         )
 
     return factory
+
+
+def withdraw_for_run(
+    run_id: str, *, actor: str, reason: str, now: float, dialect: Dialect
+) -> Script[int]:
+    """Withdraw the pending requests of a run that will never resume (cancelled): they become
+    `expired`, decided by `actor`, and are audited; returns how many."""
+    pending = yield Statement(
+        "SELECT approval_id, tenant FROM approvals WHERE run_id = ? AND status = 'pending'",
+        (run_id,),
+    )
+    for approval_id, tenant in pending.rows:
+        yield Statement(
+            "UPDATE approvals SET status = 'expired', decided_by = ?, decided_at = ?,"
+            " decision_reason = ? WHERE approval_id = ? AND status = 'pending'",
+            (actor, now, reason, approval_id),
+        )
+        yield from append(
+            tenant,
+            AuditEntry(
+                kind="approval.withdrawn",
+                actor=actor,
+                subject=f"approval:{approval_id}",
+                decision={"reason": reason},
+                payload_ref=f"run:{run_id}",
+            ),
+            at=now,
+            dialect=dialect,
+        )
+    return len(pending.rows)
