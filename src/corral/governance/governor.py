@@ -228,16 +228,25 @@ class Governor:
     async def settle(
         self, subject: Subject, reserved: Reserved, actual: Mapping[BudgetMetric, float]
     ) -> None:
-        """Replace the reservation's estimate with what the call actually used."""
+        """Replace the reservation's estimate with what the call actually used.
+
+        Inside a step, the settlement commits with the step's outcome (one transaction fewer,
+        and a call whose outcome is not journaled stays reserved until its retry settles it).
+        """
         if not reserved.active or not reserved.granted:
             return
         now = self.clock.now()
         used = self._amounts(subject, actual, now)
-        await self.store.run_script(
-            lambda d: budgets.settle(
+
+        def settlement(d: Dialect) -> Script[None]:
+            return budgets.settle(
                 reservation_id=reserved.reservation_id, actual=used, now=now, dialect=d
             )
-        )
+
+        if current_step() is not None:
+            commit_with_step(settlement)
+        else:
+            await self.store.run_script(settlement)
 
     @staticmethod
     def _amounts(
