@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,12 +117,13 @@ def worker_command(
             def stop() -> None:
                 nonlocal signalled
                 signalled = True
-                typer.echo(
-                    f"worker {worker.worker_id}: stopping; runs in flight are handed back "
-                    "(press Ctrl-C again to stop at once)",
-                    err=True,
-                )
-                worker.stop()
+                worker.stop()  # first: saying so below may fail (stderr closed with our parent)
+                with contextlib.suppress(OSError):
+                    typer.echo(
+                        f"worker {worker.worker_id}: stopping; runs in flight are handed back "
+                        "(press Ctrl-C again to stop at once)",
+                        err=True,
+                    )
 
             typer.echo(_start_line(worker.worker_id, settings, workflows, concurrency), err=True)
             with on_stop_signals(stop):

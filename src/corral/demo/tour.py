@@ -23,6 +23,8 @@ approved call, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -105,6 +107,16 @@ class Progress:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+def _die_with_parent() -> None:
+    """In a worker child: receive SIGTERM when the demo process dies, however it dies (killed,
+    or its output closed: `make demo | head`), so no worker outlives the demo. Linux only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def ledger_file(database_url: str) -> Path:
@@ -264,6 +276,7 @@ class FleetTour:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
         worker = WorkerProcess(len(self.workers) + 1, process, note)
         self.workers.append(worker)
