@@ -40,6 +40,7 @@ CorralError                         code
 │   ├── ModelCallFailed             model_call_failed  (HTTP error, rate limit, bad response)
 │   ├── ToolFailed                  tool_failed        (a tool raised; names tool and step)
 │   ├── TurnLimitExceeded           turn_limit         (an agent loop hit its max_turns)
+│   ├── RepeatedToolCall            repeated_tool_call (the same call made again and again)
 │   ├── OutputInvalid               output_invalid     (names the agent, schema, violation)
 │   ├── DepthLimitExceeded          depth_limit        (delegation nested too deep)
 │   ├── NoRoute                     no_route           (a router found no route for an event)
@@ -320,6 +321,12 @@ class TurnLimitExceeded(RunFailure):
     code = "turn_limit"
 
 
+class RepeatedToolCall(RunFailure):
+    """An agent made the same tool call (same arguments) more often than it may: a runaway."""
+
+    code = "repeated_tool_call"
+
+
 class OutputInvalid(RunFailure):
     """An agent's output failed its schema or a success check after every allowed retry."""
 
@@ -420,6 +427,7 @@ __all__ = [
     "PolicyError",
     "PolicyNotFound",
     "RedactionSettingInvalid",
+    "RepeatedToolCall",
     "RunAlreadyFinished",
     "RunFailed",
     "RunFailure",

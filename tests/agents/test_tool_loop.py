@@ -360,3 +360,28 @@ async def test_delegation_runs_each_specialist_as_a_child_run(corral: Corral) ->
     children = await corral.list_runs(parent_run_id=run_id)
     outputs = sorted(json.loads(c.result or "") for c in children)
     assert outputs == ["billing says: check invoice", "shipping says: track parcel"]
+
+
+async def test_a_model_repeating_the_same_call_is_stopped(corral: Corral) -> None:
+    model = ScriptedModel(rules=lambda request: reply("", Call("weather", {"city": "Oslo"})))
+    agent = Agent("parrot", model=model, tools=[weather], max_turns=20, max_identical_calls=2)
+    run_id = await run_agent(corral, agent, "go")
+    names = [name for name, _ in await steps_of(corral, run_id)]
+    assert names == [*["model:parrot", "tool:weather"] * 2, "model:parrot", "agent.failed:parrot"]
+    error = await run_error(corral, run_id)
+    assert error["code"] == "repeated_tool_call"
+    assert error["tool"] == "weather"
+
+
+async def test_the_same_tool_with_other_arguments_is_not_a_repeat(corral: Corral) -> None:
+    def rules(request: ModelRequest) -> Any:
+        made = sum(1 for m in request.messages if m.role == "tool")
+        if made < 4:
+            return reply("", Call("weather", {"city": f"city {made}"}))
+        return "four forecasts"
+
+    agent = Agent(
+        "tourist", model=ScriptedModel(rules=rules), tools=[weather], max_identical_calls=1
+    )
+    run_id = await run_agent(corral, agent, "go")
+    assert json.loads((await corral.get_run(run_id)).result or "") == "four forecasts"

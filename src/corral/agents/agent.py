@@ -82,6 +82,8 @@ class Agent(Generic[O]):
         checks: Success checks on the output, each returning True/None, False or a message.
         output_retries: How many times a refused answer is sent back before `OutputInvalid`.
         max_turns: Model calls allowed in one run of the loop before `TurnLimitExceeded`.
+        max_identical_calls: How often the same tool call (same arguments) may be made in one
+            run of the loop; one more ends it with `RepeatedToolCall`. None: no limit.
         handoffs: Agents this one may hand the conversation to (`transfer_to_<name>` tools).
         delegates: Agents this one may give sub-tasks to (`ask_<name>` tools); each runs as a
             child run with its own journal, in parallel when the model asks for several.
@@ -109,6 +111,7 @@ class Agent(Generic[O]):
         checks: Sequence[Check] = (),
         output_retries: int = 2,
         max_turns: int = 10,
+        max_identical_calls: int | None = 3,
         handoffs: Sequence[Agent[Any]] = (),
         delegates: Sequence[Agent[Any]] = (),
         max_depth: int = 3,
@@ -136,6 +139,7 @@ class Agent(Generic[O]):
         self.output_type = output_type
         self.output_retries = output_retries
         self.max_turns = max_turns
+        self.max_identical_calls = max_identical_calls
         self.handoffs = list(handoffs)
         self.delegates = list(delegates)
         self.max_depth = max_depth

@@ -38,6 +38,7 @@ from corral.errors import (
     DepthLimitExceeded,
     NotSerializable,
     OutputInvalid,
+    RepeatedToolCall,
     SignalTimeout,
     StepFailed,
     ToolArgumentsInvalid,
@@ -115,6 +116,7 @@ class ToolLoop:
         refusals = 0
         usage = Usage(requests=0)
         models: list[str] = []
+        repeats: dict[tuple[str, str, str], int] = {}
         while True:
             if turns >= current.max_turns:
                 await self._fail(
@@ -180,6 +182,7 @@ class ToolLoop:
                 refusals += 1
                 messages.append(Message.user(current.contract.feedback(violation)))
                 continue
+            await self._stop_runaways(current, message.tool_calls, repeats)
             outcomes = list(
                 await asyncio.gather(
                     *(self._dispatch(catalog, current, call) for call in message.tool_calls)
@@ -199,6 +202,34 @@ class ToolLoop:
                 self.chain = self.chain.extend(current.scopes)
                 self.governed = Governed.of(self.ctx, current.name, self.chain)
                 catalog = await self._catalog(current)
+
+    async def _stop_runaways(
+        self,
+        agent: Agent[Any],
+        calls: Sequence[ToolCall],
+        repeats: dict[tuple[str, str, str], int],
+    ) -> None:
+        """Count identical calls (same agent, tool and arguments); one past the agent's
+        `max_identical_calls` ends the loop: a model repeating itself is not making progress."""
+        limit = agent.max_identical_calls
+        if limit is None:
+            return
+        for call in calls:
+            key = (agent.name, call.name, _canonical_arguments(call.arguments))
+            repeats[key] = repeats.get(key, 0) + 1
+            if repeats[key] > limit:
+                await self._fail(
+                    agent,
+                    RepeatedToolCall(
+                        f"agent {agent.name!r} called {call.name!r} with the same arguments "
+                        f"{repeats[key]} times (max_identical_calls={limit}) in run "
+                        f"{self.ctx.run_id}: stopped as a runaway loop",
+                        agent=agent.name,
+                        tool=call.name,
+                        run_id=self.ctx.run_id,
+                        max_identical_calls=limit,
+                    ),
+                )
 
     # -- tools offered ---------------------------------------------------------------------------
 
@@ -787,6 +818,14 @@ async def refuse_depth(source: str, target: str, limit: int) -> None:
 
 async def raise_error(error: CorralError) -> None:
     raise error
+
+
+def _canonical_arguments(arguments: str) -> str:
+    """Arguments as canonical JSON, so `{"a":1,"b":2}` and `{"b": 2, "a": 1}` are the same call."""
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        return arguments
 
 
 def as_text(value: Any) -> str:
