@@ -96,3 +96,48 @@ async def test_anthropic_server_and_a_rejected_key(
     error = await run_error(corral, handle.run_id)
     assert error["error_type"] == "ModelCallFailed"
     assert "ANTHROPIC_API_KEY" in error["error_message"]
+
+
+async def test_a_failing_model_falls_back_to_the_next(
+    corral: Corral, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.models import ScriptedModel
+
+    with OpenAICompatibleServer([ServerFailure(503, "overloaded")]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("CORRAL_MODEL_MAX_RETRIES", "0")
+        agent: Agent[Any] = Agent(
+            "support",
+            model="openai:gpt-test",
+            fallback_models=[ScriptedModel(["A-1 has shipped (from the fallback)."])],
+        )
+        try:
+            handle = await corral.start(agent, "Where is A-1?")
+            await corral.run_until_idle()
+        finally:
+            await agent.aclose()
+    assert await handle.wait_for_result() == "A-1 has shipped (from the fallback)."
+    assert await steps_of(corral, handle.run_id) == [("model:support", "succeeded")]
+    record = json.loads((await corral.journal(handle.run_id))[0].result or "")
+    assert record["model"] == "scripted:script"  # the journal says which model answered
+    assert len(server.requests) == 1
+
+
+async def test_when_every_model_fails_the_last_error_is_journaled(
+    corral: Corral, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with OpenAICompatibleServer([ServerFailure(503, "down"), ServerFailure(500, "also down")]) as (
+        server
+    ):
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("CORRAL_MODEL_MAX_RETRIES", "0")
+        agent: Agent[Any] = Agent("support", model="openai:gpt-a", fallback_models=["openai:gpt-b"])
+        try:
+            handle = await corral.start(agent, "hi")
+            await corral.run_until_idle()
+        finally:
+            await agent.aclose()
+    error = await run_error(corral, handle.run_id)
+    assert error["error_type"] == "ModelCallFailed"
+    assert "openai:gpt-b" in error["error_message"]
+    assert [r["model"] for r in server.requests] == ["gpt-a", "gpt-b"]

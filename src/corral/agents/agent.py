@@ -76,6 +76,9 @@ class Agent(Generic[O]):
         instructions: The system prompt.
         model: `provider:model`, a `Model`, or None for the configured default (the scripted
             model when nothing is configured).
+        fallback_models: Models to try, in order, when a call to the one before fails
+            (`ModelCallFailed`: an outage, a rate limit the SDK's retries did not outlast, a
+            malformed answer): another provider, or a cheaper tier.
         tools: Tools (`@tool` functions) and toolsets (MCP servers).
         output_type: A type the final answer must validate as (a pydantic model, `int`, …);
             None for free text.
@@ -106,6 +109,7 @@ class Agent(Generic[O]):
         *,
         instructions: str = "",
         model: str | Model | None = None,
+        fallback_models: Sequence[str | Model] = (),
         tools: Sequence[Tool | Toolset] = (),
         output_type: type[O] | Any = None,
         checks: Sequence[Check] = (),
@@ -154,6 +158,8 @@ class Agent(Generic[O]):
         self.description = description or instructions.split("\n")[0][:200]
         self.version = version
         self._model: Model | None = model if isinstance(model, Model) else None
+        self.fallback_specs = tuple(fallback_models)
+        self._fallbacks: list[Model] | None = None
         self._workflow: Workflow[Any, Any] | None = None
         self._check_names()
 
@@ -190,12 +196,26 @@ class Agent(Generic[O]):
             self._model = resolve_model(self.model_spec)
         return self._model
 
+    def models(self) -> list[Model]:
+        """The model, then its fallbacks, in the order they are tried."""
+        if self._fallbacks is None:
+            self._fallbacks = [resolve_model(spec) for spec in self.fallback_specs]
+        return [self.model(), *self._fallbacks]
+
     async def aclose(self) -> None:
         """Close the model client this agent opened from a string (not one it was given), and
         its toolsets' connections (an MCP server's process or session; they reopen on use)."""
         if self._model is not None and not isinstance(self.model_spec, Model):
             model, self._model = self._model, None
             await model.aclose()
+        opened = [
+            m
+            for m, spec in zip(self._fallbacks or [], self.fallback_specs, strict=False)
+            if not isinstance(spec, Model)
+        ]
+        self._fallbacks = None
+        for fallback in opened:
+            await fallback.aclose()
         for item in self.tools:
             close = getattr(item, "aclose", None)
             if not isinstance(item, Tool) and close is not None:

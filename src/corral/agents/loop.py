@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +37,7 @@ from corral.errors import (
     ChildRunFailed,
     CorralError,
     DepthLimitExceeded,
+    ModelCallFailed,
     NotSerializable,
     OutputInvalid,
     RepeatedToolCall,
@@ -72,6 +74,8 @@ from corral.tools import Tool, ToolContext, ToolDefinition, Toolset, parse_argum
 
 if TYPE_CHECKING:
     from corral.engine import RunContext
+
+log = logging.getLogger(__name__)
 
 EntryKind = Literal["tool", "toolset", "handoff", "delegate"]
 
@@ -559,14 +563,29 @@ class ToolLoop:
 async def call_model(
     agent: Agent[Any], request: ModelRequest, listener: Listener | None, governed: Governed
 ) -> ModelResponse:
-    """One model call, reserved against the budgets before and settled after. Streams
-    (publishing each piece) when someone is listening."""
+    """One model call, reserved against the budgets before and settled after; on a failure, the
+    agent's fallback models in turn. Streams (publishing each piece) when someone listens."""
     step = current_step()
     assert step is not None
-    model, reserved = await governed.start_model(agent.model(), request, step)
-    response = await _complete(model, agent, request, listener, step)
-    await governed.finish_model(model, reserved, response.usage)
-    return response
+    chain = agent.models() if agent.fallback_specs else [agent.model()]
+    for position, candidate in enumerate(chain):
+        model, reserved = await governed.start_model(candidate, request, step)
+        try:
+            response = await _complete(model, agent, request, listener, step)
+        except ModelCallFailed as failure:
+            if position == len(chain) - 1:
+                raise
+            log.warning(
+                "agent %s: %s failed (%s); falling back to %s",
+                agent.name,
+                model.name,
+                failure.message,
+                chain[position + 1].name,
+            )
+            continue
+        await governed.finish_model(model, reserved, response.usage)
+        return response
+    raise AssertionError("unreachable: the chain has at least one model")
 
 
 async def _complete(
@@ -588,7 +607,9 @@ async def _complete(
             )
         )
     if response is None:
-        raise ModelCallFailedError(model.name)
+        raise ModelCallFailed(
+            f"model {model.name!r} ended its stream without a response", model=model.name
+        )
     return response
 
 
@@ -614,12 +635,6 @@ def _fatal(exc: StepFailed) -> CorralError | None:
     if kind is None:
         return None
     return kind(str(exc.ids.get("error_message") or exc.message), run_id=exc.ids.get("run_id"))
-
-
-def ModelCallFailedError(model: str) -> CorralError:
-    from corral.errors import ModelCallFailed
-
-    return ModelCallFailed(f"model {model!r} ended its stream without a response", model=model)
 
 
 async def list_tools(toolset: Toolset) -> list[ToolDefinition]:
