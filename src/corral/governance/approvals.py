@@ -50,6 +50,7 @@ from corral.errors import InvalidInput, ToolArgumentsInvalid
 from corral.errors import NotAuthorized as NotAuthorized
 from corral.governance.audit import AuditEntry, append, canonical_json
 from corral.governance.documents import ApprovalSpec
+from corral.governance.identity import get_principal
 from corral.store.scripts import Dialect, Script, ScriptFactory, Statement
 
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
@@ -57,9 +58,6 @@ APPROVAL_STATUSES: tuple[ApprovalStatus, ...] = ("pending", "approved", "rejecte
 
 DEADLINE_ACTOR = "corral:deadline"
 """`decided_by` of a decision the deadline made."""
-
-DECIDING_ROLES = ("approver", "admin")
-"""A human needs one of these roles (and to be among the approvers) to decide."""
 
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://corral.dev/approvals")
 
@@ -344,34 +342,30 @@ def _authorize(request: ApprovalRequest, principal: str) -> Script[None]:
             approval_id=request.approval_id,
             principal=principal,
         )
-    result = yield Statement(
-        "SELECT kind, roles, groups FROM principals WHERE tenant = ? AND name = ?",
-        (request.tenant, principal),
-    )
-    row = result.one()
-    if row is None:
+    found = yield from get_principal(request.tenant, principal)
+    if found is None:
         raise NotAuthorized(
             f"{refused}: no principal {principal!r} in tenant {request.tenant!r}",
             approval_id=request.approval_id,
             principal=principal,
         )
-    kind, roles, groups = str(row[0]), json.loads(row[1]), json.loads(row[2])
-    if kind != "human":
+    if found.kind != "human":
         raise NotAuthorized(
-            f"{refused}: only humans decide approvals (it is a {kind})",
+            f"{refused}: only humans decide approvals (it is a {found.kind})",
             approval_id=request.approval_id,
             principal=principal,
         )
-    if not any(role in DECIDING_ROLES for role in roles):
+    if not found.has_role("approver"):
         raise NotAuthorized(
-            f"{refused}: it needs the role approver or admin (it has {', '.join(roles) or 'none'})",
+            f"{refused}: it needs the role approver or admin (it has "
+            f"{', '.join(found.roles) or 'none'})",
             approval_id=request.approval_id,
             principal=principal,
         )
-    if principal not in request.approvers and not set(groups) & set(request.approvers):
+    if not found.in_any(request.approvers):
         raise NotAuthorized(
             f"{refused}: the approvers are {', '.join(request.approvers)}, and it is in none of"
-            f" them (its groups: {', '.join(groups) or 'none'})",
+            f" them (its groups: {', '.join(found.groups) or 'none'})",
             approval_id=request.approval_id,
             principal=principal,
         )
