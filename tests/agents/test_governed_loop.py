@@ -18,6 +18,7 @@ from corral.agents import Agent
 from corral.errors import ApprovalRequired
 from corral.governance import approvals, identity, pauses
 from corral.governance.audit import read_entries
+from corral.governance.documents import ApprovalSpec
 from corral.governance.policy_store import apply_policy
 from corral.models import Call, ModelRequest, ScriptedModel, reply
 from corral.models.scripted import Turn
@@ -460,3 +461,69 @@ async def test_an_unsure_agent_output_waits_for_a_reviewer(corral: Corral) -> No
     assert await handle.wait_for_result() == Answer(text="42", confidence=1.0)
     names = [name for name, _ in await steps_of(corral, handle.run_id)]
     assert names.count("review:answerer") == 2
+
+
+def token_budget(on_exceed: str) -> str:
+    extra = "\n    degrade_to: scripted" if on_exceed == "degrade" else ""
+    return (
+        "name: tokens\nbudgets:\n  - name: tiny\n    scope: run\n    metric: tokens\n"
+        f"    limit: 10\n    on_exceed: {on_exceed}{extra}\n"
+    )
+
+
+async def test_a_model_budget_can_degrade_to_a_cheaper_model(corral: Corral) -> None:
+    await apply_policy(
+        corral.store, corral.tenant, token_budget("degrade"), source="t.yaml", actor="t", now=0.0
+    )
+    agent = Agent("thinker", model=ScriptedModel(["the expensive answer"]))
+    run_id = await start(corral, agent, "think")
+    run = await corral.get_run(run_id)
+    assert run.status == "succeeded", run.error
+    record = json.loads((await corral.journal(run_id))[0].result or "")
+    assert record["model"] == "scripted:default"  # the budget's degrade_to answered
+    assert json.loads(run.result or "").startswith("[scripted model]")
+
+
+async def test_a_model_budget_that_stops_fails_the_run_naming_it(corral: Corral) -> None:
+    await apply_policy(
+        corral.store, corral.tenant, token_budget("stop"), source="t.yaml", actor="t", now=0.0
+    )
+    run_id = await start(corral, Agent("thinker", model=ScriptedModel(["never said"])), "think")
+    error = await run_error(corral, run_id)
+    assert error["code"] == "budget_exceeded"
+    assert "'tiny'" in error["message"]
+    assert await steps_of(corral, run_id) == [("model:thinker", "failed")]
+
+
+async def test_an_escalation_gets_its_own_deadline(corral: Corral) -> None:
+    spec = ApprovalSpec(
+        approvers=("finance",),
+        deadline=3600,
+        on_deadline="escalate",
+        escalate_to=("leads",),
+        escalation_deadline=60,
+    )
+    request = await corral.store.run_script(
+        lambda d: approvals.request_approval(
+            tenant=corral.tenant,
+            run_id="r-1",
+            step_seq=3,
+            agent="refunds",
+            tool="issue_refund",
+            arguments={"amount_cents": 1},
+            parameters={"type": "object"},
+            reason="r",
+            policy=None,
+            policy_version=None,
+            rule=None,
+            spec=spec,
+            now=1000.0,
+            dialect=d,
+        )
+    )
+    assert request.escalation_deadline == 60
+    outcome = await corral.store.run_script(
+        lambda d: approvals.deadline_passed(request.approval_id, now=4700.0, dialect=d)
+    )
+    assert outcome.decision is None
+    assert outcome.escalated_until == 4760.0  # the escalation's 60 s, not the first hour
