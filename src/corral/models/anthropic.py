@@ -27,7 +27,8 @@ from typing import Any, NoReturn
 import anthropic
 from anthropic.types import Message as AnthropicMessage
 
-from corral.errors import ModelCallFailed, ModelNotConfigured
+from corral.errors import ModelNotConfigured
+from corral.models.failures import call_failed, malformed, schema_note
 from corral.models.messages import (
     Completed,
     Message,
@@ -43,8 +44,6 @@ from corral.models.model import Model
 from corral.models.network import check_model_request
 
 _KEY_SETTING = "ANTHROPIC_API_KEY"
-_RETRYABLE_STATUSES = frozenset({408, 409, 429})
-"""Besides 5xx (529 is "overloaded"): the statuses the SDK itself retries."""
 
 
 class AnthropicModel(Model):
@@ -107,7 +106,7 @@ class AnthropicModel(Model):
                         started = True
                     elif not started:
                         problem = f"a {event.type} event came before message_start"
-                        raise _malformed(self.name, self.base_url, problem)
+                        raise malformed(self.name, self.base_url, problem)
                     elif event.type == "message_stop":
                         stopped = True
                     if event.type == "text":
@@ -119,7 +118,7 @@ class AnthropicModel(Model):
                             yield ToolCallDelta(call_id=block.id, name=block.name)
                 if not stopped:
                     problem = "the stream ended before message_stop"
-                    raise _malformed(self.name, self.base_url, problem)
+                    raise malformed(self.name, self.base_url, problem)
                 final = events.current_message_snapshot
         except (anthropic.AnthropicError, ValueError, RuntimeError) as error:
             # ValueError (JSONDecodeError among them) and RuntimeError: what the SDK's stream
@@ -136,7 +135,7 @@ class AnthropicModel(Model):
         # answer arrives here as is: check the shape rather than trust the type hints.
         blocks = getattr(message, "content", None)
         if not isinstance(blocks, list):
-            raise _malformed(self.name, self.base_url, "it has no content blocks")
+            raise malformed(self.name, self.base_url, "it has no content blocks")
         text: list[str] = []
         tool_calls: list[ToolCall] = []
         for block in blocks:
@@ -144,12 +143,12 @@ class AnthropicModel(Model):
             if kind == "text":
                 piece = getattr(block, "text", None)
                 if not isinstance(piece, str):
-                    raise _malformed(self.name, self.base_url, "a text block has no text")
+                    raise malformed(self.name, self.base_url, "a text block has no text")
                 text.append(piece)
             elif kind == "tool_use":
                 call_id, name = getattr(block, "id", None), getattr(block, "name", None)
                 if not isinstance(call_id, str) or not isinstance(name, str):
-                    raise _malformed(self.name, self.base_url, "a tool_use block has no id or name")
+                    raise malformed(self.name, self.base_url, "a tool_use block has no id or name")
                 arguments = json.dumps(getattr(block, "input", None) or {})
                 tool_calls.append(ToolCall(call_id=call_id, name=name, arguments=arguments))
             # Other blocks (thinking, server tools' results) are not part of Corral's message.
@@ -163,7 +162,15 @@ class AnthropicModel(Model):
         )
 
     def _raise_call_failed(self, error: Exception) -> NoReturn:
-        raise _call_failed(self.name, self.base_url, error) from error
+        raise call_failed(
+            self.name,
+            self.base_url,
+            error,
+            key_setting=_KEY_SETTING,
+            status_error=anthropic.APIStatusError,
+            connection_error=anthropic.APIConnectionError,
+            validation_error=anthropic.APIResponseValidationError,
+        ) from error
 
 
 def _request_params(request: ModelRequest) -> dict[str, Any]:
@@ -171,10 +178,7 @@ def _request_params(request: ModelRequest) -> dict[str, Any]:
     system = [request.instructions] if request.instructions else []
     system.extend(m.content for m in request.messages if m.role == "system" and m.content)
     if request.output_schema is not None:
-        system.append(
-            "When you give your final answer (not a tool call), reply with only a JSON value "
-            f"that satisfies this JSON schema:\n{json.dumps(request.output_schema, sort_keys=True)}"
-        )
+        system.append(schema_note(request.output_schema))
     params: dict[str, Any] = {"messages": _message_params(request.messages)}
     if system:
         params["system"] = "\n\n".join(system)
@@ -238,54 +242,3 @@ def _usage(usage: Any) -> Usage:
         for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
     return Usage(input_tokens=input_tokens, output_tokens=getattr(usage, "output_tokens", 0) or 0)
-
-
-def _malformed(model: str, url: str, problem: str) -> ModelCallFailed:
-    return ModelCallFailed(
-        f"model {model!r} at {url} sent a malformed response: {problem}",
-        model=model,
-        url=url,
-        status=None,
-        retryable=False,
-    )
-
-
-def _call_failed(model: str, url: str, error: Exception) -> ModelCallFailed:
-    """The `ModelCallFailed` for an SDK error: what happened, where, and whether to try later."""
-    if isinstance(error, anthropic.APIStatusError):
-        status = error.status_code
-        if status == 401:
-            what = (
-                f"the API key was rejected (HTTP 401): check {_KEY_SETTING} (or "
-                f"CORRAL_{_KEY_SETTING})"
-            )
-        else:
-            what = f"HTTP {status}: {_detail(error)}"
-        retryable = status in _RETRYABLE_STATUSES or status >= 500
-    elif isinstance(error, anthropic.APIConnectionError):
-        # Includes timeouts. The SDK has already retried it `max_retries` times.
-        status, retryable = None, True
-        what = f"could not get an answer ({type(error).__name__}: {error.message})"
-    elif isinstance(error, anthropic.APIResponseValidationError):
-        return _malformed(model, url, error.message)
-    else:
-        return _malformed(model, url, f"{type(error).__name__}: {error}")
-    suffix = " (retryable)" if retryable else ""
-    return ModelCallFailed(
-        f"model {model!r} at {url} failed: {what}{suffix}",
-        model=model,
-        url=url,
-        status=status,
-        retryable=retryable,
-    )
-
-
-def _detail(error: anthropic.APIStatusError) -> str:
-    """The server's own words about an error: its body's message, else the SDK's summary."""
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error")
-        message = inner.get("message") if isinstance(inner, dict) else body.get("message")
-        if isinstance(message, str) and message:
-            return message
-    return error.message

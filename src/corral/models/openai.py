@@ -30,7 +30,8 @@ from typing import Any, NoReturn
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from corral.errors import ModelCallFailed, ModelNotConfigured
+from corral.errors import ModelNotConfigured
+from corral.models.failures import call_failed, malformed, schema_note
 from corral.models.messages import (
     Completed,
     Message,
@@ -46,8 +47,6 @@ from corral.models.model import Model
 from corral.models.network import check_model_request
 
 _KEY_SETTING = "OPENAI_API_KEY"
-_RETRYABLE_STATUSES = frozenset({408, 409, 429})
-"""Besides 5xx: the statuses the SDK itself retries (timeout, lock conflict, rate limit)."""
 
 
 class OpenAIModel(Model):
@@ -122,14 +121,14 @@ class OpenAIModel(Model):
         # answer arrives here as is: check the shape rather than trust the type hints.
         choices = getattr(completion, "choices", None)
         if not isinstance(choices, list) or not choices:
-            raise _malformed(self.name, self.base_url, "it has no choices")
+            raise malformed(self.name, self.base_url, "it has no choices")
         choice = choices[0]
         message = getattr(choice, "message", None)
         if message is None:
-            raise _malformed(self.name, self.base_url, "its first choice has no message")
+            raise malformed(self.name, self.base_url, "its first choice has no message")
         content = getattr(message, "content", None)
         if content is not None and not isinstance(content, str):
-            raise _malformed(self.name, self.base_url, "the message content is not text")
+            raise malformed(self.name, self.base_url, "the message content is not text")
         tool_calls: list[ToolCall] = []
         for call in getattr(message, "tool_calls", None) or []:
             function = getattr(call, "function", None)
@@ -153,7 +152,15 @@ class OpenAIModel(Model):
         )
 
     def _raise_call_failed(self, error: openai.OpenAIError | json.JSONDecodeError) -> NoReturn:
-        raise _call_failed(self.name, self.base_url, error) from error
+        raise call_failed(
+            self.name,
+            self.base_url,
+            error,
+            key_setting=_KEY_SETTING,
+            status_error=openai.APIStatusError,
+            connection_error=openai.APIConnectionError,
+            validation_error=openai.APIResponseValidationError,
+        ) from error
 
 
 def _request_params(request: ModelRequest) -> dict[str, Any]:
@@ -162,7 +169,7 @@ def _request_params(request: ModelRequest) -> dict[str, Any]:
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
     if request.output_schema is not None and request.tools:
-        messages.append({"role": "system", "content": _schema_note(request.output_schema)})
+        messages.append({"role": "system", "content": schema_note(request.output_schema)})
     messages.extend(_message_param(message) for message in request.messages)
     params: dict[str, Any] = {"messages": messages}
     if request.tools:
@@ -185,13 +192,6 @@ def _request_params(request: ModelRequest) -> dict[str, Any]:
             "json_schema": {"name": "output", "schema": request.output_schema},
         }
     return params
-
-
-def _schema_note(schema: dict[str, Any]) -> str:
-    return (
-        "When you give your final answer (not a tool call), reply with only a JSON value that "
-        f"satisfies this JSON schema:\n{json.dumps(schema, sort_keys=True)}"
-    )
 
 
 def _message_param(message: Message) -> ChatCompletionMessageParam:
@@ -230,9 +230,9 @@ def _usage(usage: Any) -> Usage:
 
 def _tool_call(model: str, url: str, call_id: Any, name: Any, arguments: Any) -> ToolCall:
     if not isinstance(call_id, str) or not isinstance(name, str):
-        raise _malformed(model, url, "a tool call has no id or no function name")
+        raise malformed(model, url, "a tool call has no id or no function name")
     if not isinstance(arguments, str):
-        raise _malformed(
+        raise malformed(
             model,
             url,
             f"the arguments of tool call {call_id!r} ({name}) are "
@@ -273,13 +273,13 @@ class _StreamedResponse:
             content = getattr(delta, "content", None)
             if content:
                 if not isinstance(content, str):
-                    raise _malformed(model, url, "a streamed content delta is not text")
+                    raise malformed(model, url, "a streamed content delta is not text")
                 self.text.append(content)
                 events.append(TextDelta(text=content))
             for call_delta in getattr(delta, "tool_calls", None) or []:
                 index = getattr(call_delta, "index", None)
                 if not isinstance(index, int):
-                    raise _malformed(model, url, "a streamed tool call has no index")
+                    raise malformed(model, url, "a streamed tool call has no index")
                 partial = self.calls.setdefault(index, _PartialCall())
                 partial.call_id = getattr(call_delta, "id", None) or partial.call_id
                 function = getattr(call_delta, "function", None)
@@ -287,7 +287,7 @@ class _StreamedResponse:
                 fragment = getattr(function, "arguments", None)
                 if fragment is not None:
                     if not isinstance(fragment, str):
-                        raise _malformed(
+                        raise malformed(
                             model,
                             url,
                             f"a streamed argument fragment of tool call {index} is "
@@ -301,7 +301,7 @@ class _StreamedResponse:
 
     def response(self, model: str, url: str, agent: str | None) -> ModelResponse:
         if not self.chunks:
-            raise _malformed(model, url, "the stream ended before its first chunk")
+            raise malformed(model, url, "the stream ended before its first chunk")
         tool_calls = [
             _tool_call(model, url, partial.call_id, partial.name, "".join(partial.arguments))
             for _, partial in sorted(self.calls.items())
@@ -314,58 +314,3 @@ class _StreamedResponse:
             model=model,
             finish_reason=self.finish_reason,
         )
-
-
-def _malformed(model: str, url: str, problem: str) -> ModelCallFailed:
-    return ModelCallFailed(
-        f"model {model!r} at {url} sent a malformed response: {problem}",
-        model=model,
-        url=url,
-        status=None,
-        retryable=False,
-    )
-
-
-def _call_failed(
-    model: str, url: str, error: openai.OpenAIError | json.JSONDecodeError
-) -> ModelCallFailed:
-    """The `ModelCallFailed` for an SDK error: what happened, where, and whether to try later."""
-    if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        if status == 401:
-            what = (
-                f"the API key was rejected (HTTP 401): check {_KEY_SETTING} (or "
-                f"CORRAL_{_KEY_SETTING})"
-            )
-        else:
-            what = f"HTTP {status}: {_detail(error)}"
-        retryable = status in _RETRYABLE_STATUSES or status >= 500
-    elif isinstance(error, openai.APIConnectionError):
-        # Includes timeouts. The SDK has already retried it `max_retries` times.
-        status, retryable = None, True
-        what = f"could not get an answer ({type(error).__name__}: {error.message})"
-    elif isinstance(error, openai.APIResponseValidationError):
-        return _malformed(model, url, error.message)
-    else:
-        # Anything else the SDK raises about a response it received (undecodable JSON, a bad
-        # stream event) means the server's answer was not usable.
-        return _malformed(model, url, f"{type(error).__name__}: {error}")
-    suffix = " (retryable)" if retryable else ""
-    return ModelCallFailed(
-        f"model {model!r} at {url} failed: {what}{suffix}",
-        model=model,
-        url=url,
-        status=status,
-        retryable=retryable,
-    )
-
-
-def _detail(error: openai.APIStatusError) -> str:
-    """The server's own words about an error: its body's message, else the SDK's summary."""
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error")
-        message = inner.get("message") if isinstance(inner, dict) else body.get("message")
-        if isinstance(message, str) and message:
-            return message
-    return error.message
