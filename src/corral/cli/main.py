@@ -130,10 +130,11 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """Corral: durable workflows for fleets of LLM agents.
+    """Corral: durable, governed runs for fleets of LLM agents.
 
-    Start runs, run workers, and inspect, signal and cancel runs, on SQLite or PostgreSQL.
-    `corral db status` / `corral db migrate` check and upgrade the database's schema.
+    Start runs of workflows and agents, run workers, and inspect, signal and cancel runs, on
+    SQLite or PostgreSQL. Govern them: principals, policies, approvals, kill switches and the
+    audit log. `corral db status` / `corral db migrate` check and upgrade the database's schema.
     """
     ensure_cwd_on_path()
     ctx.obj = Settings(

@@ -22,7 +22,7 @@ from corral.store.scripts import Dialect, Script
 
 runs_app = typer.Typer(
     name="runs",
-    help="List runs, show one with its journal, cancel one, reconcile one.",
+    help="List runs, show one with its journal, cancel, reconcile or redact them.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
