@@ -47,9 +47,15 @@ CorralError                         code
 │   ├── ApprovalRejected            approval_rejected
 │   ├── BudgetExceeded              budget_exceeded
 │   ├── Paused                      paused
-│   └── PolicyDenied                policy_denied      (a policy or missing scope said no)
-└── RunSignal                       raised by steps to steer the run (later: ApprovalRequired)
+│   ├── PolicyDenied                policy_denied      (a policy or missing scope said no)
+│   ├── StepTimeout                 step_timeout       (a tool, model call or step ran too long)
+│   ├── RunDeadlineExceeded         deadline_exceeded  (the run's own deadline passed)
+│   ├── CircuitOpen                 circuit_open       (a dependency's breaker refuses calls)
+│   ├── StepLimitExceeded           step_limit         (an agent took more than max_steps steps)
+│   └── RunCancelled                cancelled          (a cancel reached a run that compensates)
+└── RunSignal                       raised by steps to steer the run
     ├── ToolRetry                   tool_retry         (a tool asks the model to try again)
+    ├── RetryStep                   retry_step         (a passing failure: try the step again)
     └── ApprovalRequired            approval_required  (a call waits for a human's decision)
 ```
 
@@ -374,6 +380,36 @@ class Paused(RunFailure):
 # -- signals a step may raise ------------------------------------------------------------------
 
 
+class StepTimeout(RunFailure):
+    """A tool call, a model call or a whole step ran past its timeout and was abandoned."""
+
+    code = "step_timeout"
+
+
+class RunDeadlineExceeded(RunFailure):
+    """The run's deadline (its workflow's or agent's `timeout`) passed before it finished."""
+
+    code = "deadline_exceeded"
+
+
+class CircuitOpen(RunFailure):
+    """A dependency's circuit breaker is open: calls fail fast until it has recovered."""
+
+    code = "circuit_open"
+
+
+class StepLimitExceeded(RunFailure):
+    """An agent's loop took `max_steps` steps (model and tool calls) without an answer."""
+
+    code = "step_limit"
+
+
+class RunCancelled(RunFailure):
+    """The run was cancelled; raised inside a run that has compensations to make first."""
+
+    code = "cancelled"
+
+
 class RunSignal(CorralError):
     """Raised by a step to steer its run rather than to fail it."""
 
@@ -388,6 +424,13 @@ class ToolRetry(RunSignal):
     """
 
     code = "tool_retry"
+
+
+class RetryStep(RunSignal):
+    """Raised by a tool or step body for a passing failure (a 503, a lock held elsewhere): the
+    step is tried again under its retry policy, after `retry_after` seconds if given."""
+
+    code = "retry_step"
 
 
 class ApprovalRequired(RunSignal):
@@ -407,6 +450,7 @@ __all__ = [
     "AuditLogEmpty",
     "BudgetExceeded",
     "ChildRunFailed",
+    "CircuitOpen",
     "ConditionError",
     "CorralError",
     "DepthLimitExceeded",
@@ -428,7 +472,10 @@ __all__ = [
     "PolicyNotFound",
     "RedactionSettingInvalid",
     "RepeatedToolCall",
+    "RetryStep",
     "RunAlreadyFinished",
+    "RunCancelled",
+    "RunDeadlineExceeded",
     "RunFailed",
     "RunFailure",
     "RunNotFound",
@@ -437,6 +484,8 @@ __all__ = [
     "SchemaVersionMismatch",
     "SignalTimeout",
     "StepFailed",
+    "StepLimitExceeded",
+    "StepTimeout",
     "StoreError",
     "StoreUnavailable",
     "ToolArgumentsInvalid",

@@ -131,7 +131,9 @@ async def test_when_every_model_fails_the_last_error_is_journaled(
     ):
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("CORRAL_MODEL_MAX_RETRIES", "0")
-        agent: Agent[Any] = Agent("support", model="openai:gpt-a", fallback_models=["openai:gpt-b"])
+        agent: Agent[Any] = Agent(
+            "support", model="openai:gpt-a", fallback_models=["openai:gpt-b"], retry=None
+        )
         try:
             handle = await corral.start(agent, "hi")
             await corral.run_until_idle()

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from corral import Corral, RunContext
 from corral.agents import Agent
 from corral.errors import ApprovalRequired
-from corral.governance import approvals, identity, pauses
+from corral.governance import approvals, pauses
 from corral.governance.audit import read_entries
 from corral.governance.documents import ApprovalSpec
 from corral.governance.policy_store import apply_policy
@@ -26,7 +26,7 @@ from corral.store.scripts import Dialect, Script
 from corral.testing import FakeClock
 from corral.tools import ToolContext, tool
 
-from .harness import run_error, steps_of
+from .harness import add_approver, run_error, steps_of
 
 executed: list[tuple[str, dict[str, Any]]] = []
 
@@ -85,21 +85,6 @@ async def apply(corral: Corral, on_deadline: str = "reject") -> None:
         actor="human:test",
         now=corral.clock.now(),
     )
-
-
-async def add_approver(corral: Corral, name: str, *groups: str) -> None:
-    principal = identity.Principal(
-        tenant=corral.tenant, name=name, roles=("approver",), groups=tuple(groups)
-    )
-
-    def script(dialect: Dialect) -> Script[identity.Principal]:
-        return (
-            yield from identity.add_principal(
-                principal, actor="human:test", now=corral.clock.now(), dialect=dialect
-            )
-        )
-
-    await corral.store.run_script(script)
 
 
 async def audit_kinds(corral: Corral) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from corral import Corral, RunContext, workflow
+from corral.errors import RetryStep
+from corral.reliability import RetryPolicy
 
 
 class GreetIn(BaseModel):
@@ -92,3 +94,36 @@ async def send_wire(amount: int) -> str:
 async def wire(ctx: RunContext, amount: int) -> str:
     """An at-most-once step: a crash while it is in flight stops the run for a person."""
     return await ctx.step(send_wire, amount, name="send_wire", at_most_once=True)
+
+
+async def reserve_stock(item: str) -> str:
+    return f"{item}-reservation"
+
+
+async def release_stock(reservation: str) -> None:
+    return None
+
+
+@workflow
+async def reserve(ctx: RunContext, item: str) -> str:
+    """A compensable step, then a wait: cancelling it releases the stock first."""
+    await ctx.step(reserve_stock, item, name="reserve_stock", compensate=release_stock)
+    return str(await ctx.wait_for_signal("paid"))
+
+
+_flaky_calls: dict[str, int] = {}
+
+
+async def flaky_lookup(key: str) -> str:
+    _flaky_calls[key] = _flaky_calls.get(key, 0) + 1
+    if _flaky_calls[key] == 1:
+        raise RetryStep("the lookup service answered 503")
+    return f"found {key}"
+
+
+@workflow
+async def flaky(ctx: RunContext, key: str) -> str:
+    """A step that fails once with a passing error and is retried after a durable timer."""
+    return await ctx.step(
+        flaky_lookup, key, name="lookup", retry=RetryPolicy(initial_delay=0, jitter=0)
+    )

@@ -30,9 +30,11 @@ def test_a_module_contributes_every_top_level_workflow(cli: Invoke) -> None:
         "approval",
         "boom",
         "count",
+        "flaky",
         "greet",
         "nap",
         "parent",
+        "reserve",
         "wire",
     ]
 

@@ -167,7 +167,7 @@ def test_an_unknown_workflow_lists_the_known_ones(cli: Invoke) -> None:
     assert bad.exit_code == 2
     assert "error (unknown_workflow)" in bad.stderr
     assert "'no_such_flow'" in bad.stderr
-    assert "approval, boom, count, greet, nap, parent" in bad.stderr
+    assert "approval, boom, count, flaky, greet, nap, parent, reserve, wire" in bad.stderr
 
 
 def test_an_unimportable_reference_says_which_module(cli: Invoke) -> None:

@@ -200,3 +200,22 @@ def test_a_cancelled_pending_run_is_not_executed_by_a_worker(cli: Invoke) -> Non
     worker = cli("worker", "--until-idle")
     assert "claimed 0 run(s)" in worker.stderr
     assert cli("runs", "show", run_id, "--json").json()["steps"] == []
+
+
+def test_cancelling_a_run_with_compensations_sends_it_a_cancel(cli: Invoke) -> None:
+    run_id = start(cli, "reserve", "-i", '"mug"', "--wait")
+    cancelled = cli("runs", "cancel", run_id).no_traceback()
+    assert cancelled.exit_code == 0
+    assert "makes its compensations first" in cancelled.stdout
+    assert cli("worker", "--until-idle").exit_code == 0
+    shown = cli("runs", "show", run_id, "--json").json()
+    assert shown["status"] == "cancelled"
+    assert [step["name"] for step in shown["steps"]][-1] == "compensate:reserve_stock"
+
+
+def test_show_counts_a_retried_steps_attempts(cli: Invoke) -> None:
+    run_id = start(cli, "flaky", "-i", '"A-1"', "--wait")
+    assert cli("worker", "--until-idle").exit_code == 0
+    shown = cli("runs", "show", run_id).no_traceback()
+    assert "succeeded" in shown.stdout
+    assert "lookup (2 attempts)" in " ".join(shown.stdout.split())

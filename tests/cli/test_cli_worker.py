@@ -18,7 +18,7 @@ def test_worker_until_idle_executes_pending_runs_and_reports_on_stderr(
     assert worked.stdout == ""
     start, *_, summary = worked.stderr.strip().splitlines()
     assert start.startswith(f"worker w-test started on {db_url} (concurrency 2)")
-    assert "approval@1, boom@1, count@1, greet@1, nap@1, parent@1" in start
+    assert "approval@1, boom@1, count@1, flaky@1, greet@1, nap@1, parent@1, reserve@1" in start
     assert summary == "worker w-test idle: claimed 4 run(s); 3 succeeded, 1 waiting"
     for run_id in ids:
         assert cli("runs", "show", run_id, "--json").json()["status"] == "succeeded"

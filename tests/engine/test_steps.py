@@ -228,6 +228,7 @@ async def test_step_that_raises_is_journaled_failed_and_fails_the_same_on_replay
             "step": "charge",
             "error_type": "ValueError",
             "error_message": "card declined for 7",
+            "error_code": "exception",  # a Corral error would carry its own code here
         }
     assert str(live) == str(replayed)
     [failed, _sleep] = await corral.journal(handle.run_id)

@@ -228,7 +228,7 @@ async def test_stream_of_plain_text_equals_complete() -> None:
     [(400, False), (404, False), (429, True), (500, True), (529, True)],
 )
 async def test_http_errors_become_model_call_failed(status: int, retryable: bool) -> None:
-    with AnthropicCompatibleServer([ServerFailure(status, "no luck")]) as server:
+    with AnthropicCompatibleServer([ServerFailure(status, "no luck", retry_after=7)]) as server:
         async with anthropic_model(server) as model:
             with pytest.raises(ModelCallFailed) as raised:
                 await model.complete(ask())
@@ -238,6 +238,7 @@ async def test_http_errors_become_model_call_failed(status: int, retryable: bool
         "url": server.base_url,
         "status": status,
         "retryable": retryable,
+        "retry_after": 7.0,  # the server's Retry-After, for the model step's retry policy
     }
     assert "anthropic:claude-test" in error.message
     assert server.base_url in error.message

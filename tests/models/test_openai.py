@@ -227,7 +227,7 @@ async def test_stream_of_plain_text_equals_complete() -> None:
     [(400, False), (404, False), (429, True), (500, True), (503, True)],
 )
 async def test_http_errors_become_model_call_failed(status: int, retryable: bool) -> None:
-    with OpenAICompatibleServer([ServerFailure(status, "no luck")]) as server:
+    with OpenAICompatibleServer([ServerFailure(status, "no luck", retry_after=7)]) as server:
         async with openai_model(server) as model:
             with pytest.raises(ModelCallFailed) as raised:
                 await model.complete(ask())
@@ -237,6 +237,7 @@ async def test_http_errors_become_model_call_failed(status: int, retryable: bool
         "url": server.base_url,
         "status": status,
         "retryable": retryable,
+        "retry_after": 7.0,  # the server's Retry-After, for the model step's retry policy
     }
     assert "openai:gpt-test" in error.message
     assert server.base_url in error.message

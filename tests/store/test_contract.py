@@ -95,7 +95,7 @@ async def test_data_survives_reopening(store: Store) -> None:
 
 
 async def test_create_run(store: Store) -> None:
-    new = new_run(tenant="acme", idempotency_key="k1")
+    new = new_run(tenant="acme", idempotency_key="k1", started_by="ada")
     run, created = await store.create_run(new)
     assert created
     assert dataclasses.asdict(run) == {
@@ -118,6 +118,7 @@ async def test_create_run(store: Store) -> None:
         "lease_epoch": 0,
         "lease_expires_at": None,
         "claims": 0,
+        "started_by": "ada",
     }
     assert await store.get_run(new.run_id) == run
     assert await store.get_run("no-such-run") is None

@@ -5,6 +5,7 @@ See docs/agents.md.
 
 from corral.agents.agent import Agent, AgentResult, AgentTask
 from corral.agents.contracts import Check, OutputContract
+from corral.agents.escalation import Escalation
 from corral.agents.events import AgentEvent, EventHub, agent_events
 from corral.agents.patterns import (
     ChatResult,
@@ -31,6 +32,7 @@ __all__ = [
     "AgentTask",
     "ChatResult",
     "Check",
+    "Escalation",
     "EventHub",
     "GroupChat",
     "Merge",

@@ -31,14 +31,19 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypeVar
 
 from corral.agents.contracts import Check, OutputContract
+from corral.agents.escalation import Escalation
 from corral.engine import RunContext, Workflow
 from corral.errors import AgentDefinitionError
 from corral.governance.identity import ScopeChain
 from corral.models import Message, Model, Usage, resolve_model
+from corral.reliability import BreakerConfig, RetryPolicy
 from corral.tools import Tool, Toolset
 
 if TYPE_CHECKING:
     from corral.agents.events import Listener
+
+DEFAULT_RETRY = RetryPolicy()
+"""Agents retry passing failures by default: 3 attempts, 1 s then 2 s apart (with jitter)."""
 
 O = TypeVar("O", default=Any)
 """The output type: `Agent(…, output_type=Verdict)` is an `Agent[Verdict]`."""
@@ -99,6 +104,21 @@ class Agent(Generic[O]):
             model is told why and tries again, within `output_retries`).
         reviewers: The approver groups (or principal names) who review outputs.
         review_deadline: Seconds a review may take before it counts as rejected.
+        retry: How failed model and tool calls are retried (`corral.reliability.RetryPolicy`):
+            passing failures only (timeouts, 5xx, 429 after its `Retry-After`, an open
+            circuit), with backoff as durable timers, under the run's and each dependency's
+            retry budget. A tool's own `retry` overrides it. None: no retries.
+        model_timeout: Seconds one model call may take before it is abandoned (`StepTimeout`),
+            and the next model in the chain is tried.
+        tool_timeout: Seconds one tool call may take (unless the tool sets its own `timeout`).
+        timeout: Seconds a run of this agent (as its own workflow) may take in all, waits for
+            humans included: past it, the run fails with `RunDeadlineExceeded`.
+        max_steps: Model and tool calls allowed in one run of the loop before
+            `StepLimitExceeded`. None: bounded by `max_turns` only.
+        breaker: The circuit breaker settings for this agent's models and tools (the first
+            agent to use a dependency in a worker sets its breaker). None: the defaults.
+        escalation: Gives the agent an `ask_human` tool: a question to the named people,
+            answered through the approvals inbox, with a deadline; the run waits durably.
         description: What the agent does, as other agents' models see it.
         version: The version of its workflow.
     """
@@ -123,6 +143,13 @@ class Agent(Generic[O]):
         review: Callable[[O], str | None] | None = None,
         reviewers: Sequence[str] = (),
         review_deadline: float | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        model_timeout: float | None = 120.0,
+        tool_timeout: float | None = 60.0,
+        timeout: float | None = None,
+        max_steps: int | None = None,
+        breaker: BreakerConfig | None = None,
+        escalation: Escalation | None = None,
         description: str = "",
         version: str = "1",
     ) -> None:
@@ -135,10 +162,30 @@ class Agent(Generic[O]):
                 f"agent {name!r}: max_turns must be >= 1, output_retries and max_depth >= 0",
                 agent=name,
             )
+        for option, value in (
+            ("model_timeout", model_timeout),
+            ("tool_timeout", tool_timeout),
+            ("timeout", timeout),
+            ("max_steps", max_steps),
+        ):
+            if value is not None and not value > 0:
+                raise AgentDefinitionError(
+                    f"agent {name!r}: {option} must be a positive number (or None), not {value!r}",
+                    agent=name,
+                )
         self.name = name
         self.instructions = instructions
         self.model_spec = model
+        self.escalation = escalation
         self.tools = list(tools)
+        if escalation is not None:
+            self.tools.append(escalation.tool())
+        self.retry = retry
+        self.model_timeout = model_timeout
+        self.tool_timeout = tool_timeout
+        self.timeout = timeout
+        self.max_steps = max_steps
+        self.breaker = breaker
         self.contract = OutputContract(output_type, checks)
         self.output_type = output_type
         self.output_retries = output_retries
@@ -244,6 +291,7 @@ class Agent(Generic[O]):
                 version=self.version,
                 input_type=Union[AgentTask, str],  # noqa: UP007 - a runtime type for pydantic
                 output_type=output_type,
+                timeout=self.timeout,
             )
         return self._workflow
 

@@ -25,12 +25,12 @@ from corral.engine import RunContext, StepInfo
 from corral.errors import ApprovalRequired, PolicyDenied, UsageError
 from corral.governance.approvals import ApprovalDecision, arguments_hash
 from corral.governance.budgets import BudgetExceeded
-from corral.governance.costs import cost_usd
 from corral.governance.decisions import Decision
 from corral.governance.documents import BudgetMetric
 from corral.governance.governor import Governor, Reserved, Subject
 from corral.governance.identity import ScopeChain
 from corral.models import Model, ModelRequest, Usage, resolve_model
+from corral.models.prices import cost_usd
 from corral.tools import ToolDefinition
 
 OUTPUT_ALLOWANCE = 1024

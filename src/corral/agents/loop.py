@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,11 +31,13 @@ from corral.agents.agent import Agent, AgentResult, AgentTask
 from corral.agents.contracts import Violation
 from corral.agents.events import AgentEvent, Listener, agent_events
 from corral.agents.governed import Governed, ToolOutcome
+from corral.agents.reliability import CallGuard, retry_rule, tool_dependency, with_fallback_notes
 from corral.engine import current_step
 from corral.errors import (
     AgentDefinitionError,
     ApprovalRequired,
     ChildRunFailed,
+    CircuitOpen,
     CorralError,
     DepthLimitExceeded,
     ModelCallFailed,
@@ -43,6 +46,8 @@ from corral.errors import (
     RepeatedToolCall,
     SignalTimeout,
     StepFailed,
+    StepLimitExceeded,
+    StepTimeout,
     ToolArgumentsInvalid,
     TurnLimitExceeded,
     UnknownTool,
@@ -111,6 +116,7 @@ class ToolLoop:
         # What this run may do: the scopes of every agent above it, then its own.
         self.chain = (chain or ScopeChain()).extend(agent.scopes)
         self.governed = Governed.of(ctx, agent.name, self.chain)
+        self.steps = 0
 
     async def run(self, input: Any, thread: Sequence[Message]) -> AgentResult[Any]:
         messages = [*thread, Message.user(as_text(input))]
@@ -134,6 +140,7 @@ class ToolLoop:
                     ),
                 )
             turns += 1
+            await self._count_steps(current, 1)
             request = ModelRequest(
                 instructions=current.instructions,
                 messages=list(messages),
@@ -148,7 +155,9 @@ class ToolLoop:
                     request,
                     self._listener(),
                     self.governed,
+                    self._guard(current),
                     name=f"model:{current.name}",
+                    retry=retry_rule(current.retry, self.ctx.store, self.ctx.clock),
                 )
             except StepFailed as exc:
                 raise _fatal(exc) or exc from None
@@ -187,6 +196,7 @@ class ToolLoop:
                 messages.append(Message.user(current.contract.feedback(violation)))
                 continue
             await self._stop_runaways(current, message.tool_calls, repeats)
+            await self._count_steps(current, len(message.tool_calls))
             outcomes = list(
                 await asyncio.gather(
                     *(self._dispatch(catalog, current, call) for call in message.tool_calls)
@@ -206,6 +216,29 @@ class ToolLoop:
                 self.chain = self.chain.extend(current.scopes)
                 self.governed = Governed.of(self.ctx, current.name, self.chain)
                 catalog = await self._catalog(current)
+
+    async def _count_steps(self, agent: Agent[Any], more: int) -> None:
+        """Count the model and tool calls this loop makes; past the agent's `max_steps`, stop."""
+        self.steps += more
+        limit = agent.max_steps
+        if limit is not None and self.steps > limit:
+            await self._fail(
+                agent,
+                StepLimitExceeded(
+                    f"agent {agent.name!r} would take step {self.steps} (max_steps={limit}) "
+                    f"without a final answer in run {self.ctx.run_id}: stopped as a runaway",
+                    agent=agent.name,
+                    run_id=self.ctx.run_id,
+                    max_steps=limit,
+                ),
+            )
+
+    def _guard(self, agent: Agent[Any]) -> CallGuard:
+        return CallGuard.of(self.ctx.store, self.ctx.clock, agent.breaker)
+
+    def _tool_retry(self, agent: Agent[Any], name: str, own: Any) -> Any:
+        policy = own if own is not None else agent.retry
+        return retry_rule(policy, self.ctx.store, self.ctx.clock, tool_dependency(name))
 
     async def _stop_runaways(
         self,
@@ -314,8 +347,12 @@ class ToolLoop:
                 agent.name,
                 self.governed,
                 approval,
+                self._guard(agent),
+                entry.tool.definition.timeout or agent.tool_timeout,
                 name=step_name,
                 at_most_once=entry.at_most_once,
+                record=_call_record(call, approval),
+                retry=self._tool_retry(agent, call.name, entry.tool.retry),
             )
             return self._outcome(agent, call, step, None, live)
         if entry.kind == "toolset":
@@ -329,8 +366,12 @@ class ToolLoop:
                 agent.name,
                 self.governed,
                 approval,
+                self._guard(agent),
+                entry.spec.timeout or agent.tool_timeout,
                 name=step_name,
                 at_most_once=entry.at_most_once,
+                record=_call_record(call, approval),
+                retry=self._tool_retry(agent, call.name, None),
             )
             return self._outcome(agent, call, step, None, live)
         target = entry.agent
@@ -561,20 +602,33 @@ class ToolLoop:
 
 
 async def call_model(
-    agent: Agent[Any], request: ModelRequest, listener: Listener | None, governed: Governed
+    agent: Agent[Any],
+    request: ModelRequest,
+    listener: Listener | None,
+    governed: Governed,
+    guard: CallGuard,
 ) -> ModelResponse:
-    """One model call, reserved against the budgets before and settled after; on a failure, the
+    """One model call, reserved against the budgets before and settled after, through the
+    endpoint's circuit breaker and within `model_timeout`; on a failure or an open circuit, the
     agent's fallback models in turn. Streams (publishing each piece) when someone listens."""
     step = current_step()
     assert step is not None
     chain = agent.models() if agent.fallback_specs else [agent.model()]
+    passed_over: list[str] = []
     for position, candidate in enumerate(chain):
         model, reserved = await governed.start_model(candidate, request, step)
         try:
-            response = await _complete(model, agent, request, listener, step)
-        except ModelCallFailed as failure:
+            response = await guard.call(
+                model.endpoint,
+                agent.model_timeout,
+                f"model {model.name!r}",
+                functools.partial(_complete, model, agent, request, listener, step),
+            )
+        except (ModelCallFailed, CircuitOpen, StepTimeout) as failure:
+            await governed.finish_model(model, reserved, Usage(requests=0))
             if position == len(chain) - 1:
                 raise
+            passed_over.append(f"{model.name}: {failure.code}")
             log.warning(
                 "agent %s: %s failed (%s); falling back to %s",
                 agent.name,
@@ -584,7 +638,7 @@ async def call_model(
             )
             continue
         await governed.finish_model(model, reserved, response.usage)
-        return response
+        return with_fallback_notes(response, passed_over)  # type: ignore[no-any-return]
     raise AssertionError("unreachable: the chain has at least one model")
 
 
@@ -655,6 +709,7 @@ def _tool_context(
         call_id=call.call_id,
         redelivered=step.redelivered,
         approved_by=approval.decided_by if approval is not None else None,
+        approval_note=approval.reason if approval is not None else None,
     )
 
 
@@ -664,6 +719,8 @@ async def call_tool(
     agent: str,
     governed: Governed,
     approval: ApprovalDecision | None,
+    guard: CallGuard,
+    timeout: float | None,
 ) -> ToolOutcome:
     # Validate first: a malformed call goes back to the model and is never governed or made.
     arguments = tool.validate(approval.arguments if approval else call.arguments)
@@ -672,7 +729,12 @@ async def call_tool(
         arguments,
         governed,
         approval,
-        lambda: tool.call(arguments, _tool_context(tool.name, agent, call, approval)),
+        lambda limit: guard.call(
+            tool_dependency(tool.name),
+            _shortest(timeout, limit),
+            f"tool {tool.name!r}",
+            lambda: tool.call(arguments, _tool_context(tool.name, agent, call, approval)),
+        ),
     )
 
 
@@ -683,6 +745,8 @@ async def call_toolset(
     agent: str,
     governed: Governed,
     approval: ApprovalDecision | None,
+    guard: CallGuard,
+    timeout: float | None,
 ) -> ToolOutcome:
     arguments = dict(approval.arguments) if approval else parse_arguments(spec.name, call.arguments)
     try:
@@ -698,8 +762,13 @@ async def call_toolset(
         arguments,
         governed,
         approval,
-        lambda: toolset.call_tool(
-            spec.name, arguments, _tool_context(spec.name, agent, call, approval)
+        lambda limit: guard.call(
+            tool_dependency(spec.name),
+            _shortest(timeout, limit),
+            f"tool {spec.name!r}",
+            lambda: toolset.call_tool(
+                spec.name, arguments, _tool_context(spec.name, agent, call, approval)
+            ),
         ),
     )
 
@@ -709,9 +778,10 @@ async def _governed_call(
     arguments: dict[str, Any],
     governed: Governed,
     approval: ApprovalDecision | None,
-    make_call: Callable[[], Awaitable[Any]],
+    make_call: Callable[[float | None], Awaitable[Any]],
 ) -> ToolOutcome:
-    """Decide, then (unless stopped) start and account for the call: the body of a tool step."""
+    """Decide, then (unless stopped) start and account for the call: the body of a tool step.
+    `make_call` is given the policies' timeout for the call (None: no rule set one)."""
     step = current_step()
     assert step is not None
     decision = await governed.check_tool(definition, arguments, step, approval)
@@ -725,7 +795,7 @@ async def _governed_call(
             status="approval_required", decision=reserved, arguments=to_jsonable_python(arguments)
         )
     try:
-        value = await make_call()
+        value = await make_call(decision.timeout)
     except ApprovalRequired as review:  # the tool asks a human to review this call first
         await governed.finish_tool(reserved, used=0.0)
         if approval is not None:
@@ -737,6 +807,25 @@ async def _governed_call(
         )
     await governed.finish_tool(reserved)
     return ToolOutcome(value=to_jsonable_python(value), decision=decision)
+
+
+def _call_record(call: ToolCall, approval: ApprovalDecision | None) -> dict[str, Any]:
+    """What a tool step journals about its call: the call id, the tool, the arguments as the
+    model wrote them (and the approved ones, with who approved), for search and replay."""
+    record: dict[str, Any] = {"call_id": call.call_id, "tool": call.name}
+    try:
+        record["arguments"] = json.loads(call.arguments)
+    except ValueError:
+        record["arguments"] = call.arguments
+    if approval is not None:
+        record["approved_arguments"] = approval.arguments
+        record["approval_id"] = approval.approval_id
+    return record
+
+
+def _shortest(*limits: float | None) -> float | None:
+    given = [limit for limit in limits if limit is not None]
+    return min(given) if given else None
 
 
 def review_decision(tool: str, review: ApprovalRequired) -> Decision:
@@ -757,6 +846,8 @@ def review_decision(tool: str, review: ApprovalRequired) -> Decision:
             approvers=tuple(approvers),
             deadline=review.ids.get("deadline"),
             on_deadline=review.ids.get("on_deadline", "reject"),
+            escalate_to=tuple(review.ids.get("escalate_to") or ()),
+            escalation_deadline=review.ids.get("escalation_deadline"),
         ),
     )
 

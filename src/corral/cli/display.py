@@ -114,12 +114,27 @@ def waiting_for(run: RunRecord, steps: list[StepRecord], children: list[RunRecor
             return f"signal {step.name!r}{until}"
         if step.kind == "sleep" and isinstance(detail, dict) and "wake_at" in detail:
             return f"a timer, until {when(float(detail['wake_at']))}"
+        if isinstance(detail, dict) and "retry_at" in detail:
+            attempts = detail.get("attempts") or [{}]
+            return (
+                f"a retry of step {step.seq} ({step.name}) at {when(float(detail['retry_at']))};"
+                f" attempt {len(attempts)} failed: {attempts[-1].get('error', '?')}"
+            )
     unfinished = [child.run_id for child in children if not child.finished]
     if unfinished:
         return f"child run {', '.join(unfinished)}"
     if run.wake_at is not None:
         return f"a timer, until {when(run.wake_at)}"
     return "an event (a signal or a child run)"
+
+
+def _attempts(step: StepRecord) -> int:
+    """Failed attempts a step's journal entry records (retries), 0 for none."""
+    if not step.detail or '"attempts"' not in step.detail:
+        return 0
+    detail = decode(step.detail)
+    attempts = detail.get("attempts") if isinstance(detail, dict) else None
+    return len(attempts) if isinstance(attempts, list) else 0
 
 
 def runs_table(runs: list[RunRecord]) -> Table:
@@ -158,6 +173,12 @@ def steps_table(steps: list[StepRecord]) -> Table:
         else:
             outcome = Text("")
         name = step.name + (" (at most once)" if step.at_most_once else "")
+        failed = _attempts(step)
+        if failed:
+            # A failed step's last attempt is among those recorded; otherwise one more was made
+            # (it succeeded) or is due (a retry is waiting).
+            made = failed if step.status == "failed" else failed + 1
+            name += f" ({made} attempts)"
         table.add_row(
             Text(str(step.seq)),
             Text(step.kind),

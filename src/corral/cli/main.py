@@ -13,11 +13,17 @@ import corral
 from corral.cli import (
     approvals,
     audit,
+    breakers,
+    costs,
     db,
     demo,
     governance_admin,
+    inspect_runs,
+    observe_traces,
     policy,
+    retention,
     runs,
+    search,
     signals,
     start,
     worker,
@@ -157,6 +163,12 @@ policy.register(app)
 approvals.register(app)
 audit.register(app)
 governance_admin.register(app)
+breakers.register(app)
+observe_traces.register(app, runs.runs_app)
+inspect_runs.register(app, runs.runs_app)
+retention.register(app, runs.runs_app)
+costs.register(app, runs.runs_app)
+search.register(app, runs.runs_app)
 
 
 def main() -> None:

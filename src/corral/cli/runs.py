@@ -136,7 +136,9 @@ def show_run(
 )
 def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOption = False) -> None:
     """Cancel a run that has not finished, and its unfinished child runs. A worker executing it
-    stops at its next write; nothing it does afterwards is recorded."""
+    stops at its next write; nothing it does afterwards is recorded. A run with compensations
+    (steps with `compensate=`) is sent a cancel instead: it undoes those steps, newest first,
+    then ends cancelled."""
     settings = Settings.of(ctx)
 
     async def cancel() -> tuple[RunRecord, bool]:
@@ -173,7 +175,12 @@ def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOptio
     if json_output:
         typer.echo(dumps(run_json(run)))
         return
-    if cancelled_now:
+    if cancelled_now and run.status != "cancelled":
+        typer.echo(
+            f"cancel sent to run {run.run_id}: it makes its compensations first, then ends "
+            "cancelled (corral runs show to follow it)"
+        )
+    elif cancelled_now:
         typer.echo(f"cancelled run {run.run_id}")
     else:
         typer.echo(f"run {run.run_id} was already cancelled")

@@ -135,7 +135,7 @@ def run_command(
                     read_input(input_json, None)  # raise the JSON error after all
                 payload = plain_text
             handle: RunHandle[Any] = await corral.start(
-                workflow, payload, idempotency_key=idempotency_key
+                workflow, payload, idempotency_key=idempotency_key, started_by=settings.principal
             )
             run = await corral.get_run(handle.run_id)
             if not json_output:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
 from corral import Workflow
+from corral.agents.replay import with_replay
 from corral.cli.app_loading import load_workflows
 from corral.cli.exits import reporting_errors
 from corral.cli.session import Settings, on_stop_signals, run_async
 from corral.engine import WorkerStats
+from corral.engine.worker import new_worker_id
+from corral.observe.logs import FORMATS, LogFormat, logging_configured
 
 EPILOG = """\
 Examples:
@@ -24,12 +28,20 @@ Examples:
 
   corral worker --until-idle        # execute what is runnable now, then exit (batch jobs)
 
+  corral worker --log-format json --log-level info   # one JSON object per log line
+
 Stop it with Ctrl-C or SIGTERM: it stops claiming, runs in flight stop at their next step and
 are handed back (runnable at once for another worker). A second Ctrl-C stops at once; those runs
 are then resumed by another worker when their lease expires (--lease-ttl).
 """
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _check_format(value: str) -> str:
+    if value.lower() not in FORMATS:
+        raise typer.BadParameter(f"unknown log format {value!r}; use one of {', '.join(FORMATS)}")
+    return value.lower()
 
 
 def _check_level(value: str) -> str:
@@ -96,6 +108,17 @@ def worker_command(
             help=f"Engine log messages to show on stderr: {', '.join(LOG_LEVELS)}.",
         ),
     ] = "warning",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            metavar="FORMAT",
+            callback=_check_format,
+            help="text: the engine's messages as lines of text. json: every log record of the "
+            "process (engine and workflow code) as one JSON object per line, with the run, "
+            "step and trace ids of the code that logged it (docs/observability.md).",
+        ),
+    ] = "text",
 ) -> None:
     """Run a worker: claim runnable runs from the database and execute them.
 
@@ -103,7 +126,8 @@ def worker_command(
     """
     settings = Settings.of(ctx)
     with reporting_errors():
-        workflows = load_workflows(settings.app)
+        workflows = with_replay(load_workflows(settings.app))
+    worker_id = worker_id or new_worker_id()  # known before the worker: log lines carry it
 
     async def work() -> tuple[str, WorkerStats, bool]:
         async with settings.corral(
@@ -130,7 +154,7 @@ def worker_command(
                 stats = await worker.run(until_idle=until_idle, grace=grace)
             return worker.worker_id, stats, signalled
 
-    with _engine_logging(log_level):
+    with _engine_logging(log_level, cast(LogFormat, log_format), worker_id):
         name, stats, signalled = run_async(work)
     reason = "stopped by a signal" if signalled else "idle" if until_idle else "stopped"
     typer.echo(f"worker {name} {reason}: {_summary(stats)}", err=True)
@@ -152,8 +176,13 @@ def _summary(stats: WorkerStats) -> str:
 
 
 @contextmanager
-def _engine_logging(level: str) -> Iterator[None]:
-    """Show the engine's log messages on stderr for the duration of the command."""
+def _engine_logging(level: str, log_format: LogFormat, worker_id: str) -> Iterator[None]:
+    """Show the engine's log messages on stderr for the duration of the command (as JSON:
+    every record of the process, so workflow code's lines are structured too)."""
+    if log_format == "json":
+        with logging_configured("json", level, stream=sys.stderr, worker=worker_id):
+            yield
+        return
     logger = logging.getLogger("corral")
     handler = logging.StreamHandler()  # stderr as it is now (CliRunner swaps it in tests)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

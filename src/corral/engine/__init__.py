@@ -14,6 +14,7 @@ from corral.engine.context import (
 )
 from corral.engine.corral import Corral, RunHandle
 from corral.engine.execution import Execution, execute_run
+from corral.engine.retries import AttemptFailure, RetryDecision, RetryRule
 from corral.engine.steps import step
 from corral.engine.worker import Worker, WorkerStats
 from corral.engine.workflows import (
@@ -25,11 +26,14 @@ from corral.engine.workflows import (
 )
 
 __all__ = [
+    "AttemptFailure",
     "ChildHandle",
     "Clock",
     "Corral",
     "Execution",
     "ProvidesWorkflows",
+    "RetryDecision",
+    "RetryRule",
     "RunContext",
     "RunHandle",
     "Runnable",

@@ -25,15 +25,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints, overload
 
+from pydantic_core import to_jsonable_python
+
 from corral.engine import payloads
 from corral.engine.crashpoints import crash_point
+from corral.engine.retries import AttemptFailure, Attempts, RetryDecision, RetryRule, retries_in
+from corral.engine.timeouts import TimedOut, within
 from corral.errors import (
     ChildRunFailed,
     LeaseLost,
     NonDeterminismError,
     NotSerializable,
+    RunCancelled,
+    RunDeadlineExceeded,
     SignalTimeout,
     StepFailed,
+    StepTimeout,
     UsageError,
 )
 from corral.store import NewRun, RunRecord, StepKind, StepRecord, StepWrite, Store
@@ -46,6 +53,21 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _CHILD_NAMESPACE = uuid.UUID("6f0c6b8e-2f4e-4a59-9d0e-3f1c2a7b9e11")
+
+CANCEL_SIGNAL = "corral.cancel"
+"""The signal that cancels a run with compensations to make: it runs them, then ends cancelled."""
+
+Compensation = Callable[[Any], Any]
+"""Undoes a step: called with the step's result, as a journaled step of its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    seq: int
+    name: str
+    undo: Compensation
+    result: Any
+    retry: RetryRule | None
 
 
 class Suspend(BaseException):
@@ -79,6 +101,8 @@ class StepInfo:
     lease_epoch: int
     """The claim of the run this attempt executes under: attempts by different workers (or by
     one worker after a takeover) have different epochs."""
+    attempt: int = 1
+    """Which attempt this is (retries of a step share its idempotency key)."""
 
 
 _current_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
@@ -140,6 +164,8 @@ class RunContext:
         clock: Clock,
         workflows: WorkflowRegistry,
         on_new_run: Callable[[], None] = lambda: None,
+        deadline: float | None = None,
+        cancel_requested: bool = False,
     ) -> None:
         self.run_id = run.run_id
         self.workflow = run.workflow
@@ -163,6 +189,13 @@ class RunContext:
         workflow's code does with the exception (an `except Exception` cannot hide it)."""
         self.random = random.Random(run.run_id)
         """Deterministic randomness: the same sequence every time the run replays."""
+        self.deadline = deadline
+        """When the run must have finished (its workflow's `timeout` after it was created)."""
+        self.cancel_requested = cancel_requested
+        """A cancel is waiting: the next step that is not in the journal raises `RunCancelled`."""
+        self._retries = sum(retries_in(record.detail) for record in journal)
+        self._compensations: list[_Registered] = []
+        self._compensating = False
 
     # -- the public API ------------------------------------------------------------------------
 
@@ -191,6 +224,10 @@ class RunContext:
         *args: Any,
         name: str | None = None,
         at_most_once: bool = False,
+        retry: RetryRule | None = None,
+        timeout: float | None = None,
+        compensate: Compensation | None = None,
+        record: Any = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, T]: ...
     @overload
@@ -201,6 +238,10 @@ class RunContext:
         *args: Any,
         name: str | None = None,
         at_most_once: bool = False,
+        retry: RetryRule | None = None,
+        timeout: float | None = None,
+        compensate: Compensation | None = None,
+        record: Any = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, T]: ...
     def step(
@@ -210,6 +251,10 @@ class RunContext:
         *args: Any,
         name: str | None = None,
         at_most_once: bool = False,
+        retry: RetryRule | None = None,
+        timeout: float | None = None,
+        compensate: Compensation | None = None,
+        record: Any = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, Any]:
         """Run `fn(*args, **kwargs)` as a journaled step and return its result.
@@ -218,10 +263,51 @@ class RunContext:
         the same idempotency key each time (`current_step().idempotency_key`). With
         `at_most_once=True` it runs at most once: a crash while it was in flight stops the run in
         `needs_reconciliation` instead of calling it again. A sync `fn` runs in a thread.
+
+        Options (so a step function cannot take keyword arguments with these names):
+
+        - `retry`: a `RetryRule` asked after each failed attempt; a retry is a durable timer and
+          the next attempt has the same idempotency key. At-most-once steps are never retried.
+        - `timeout`: seconds before an attempt is abandoned with `StepTimeout` (on the engine's
+          clock). The run's deadline, if it has one, bounds every attempt as well.
+        - `compensate`: called with the step's result, as a step of its own, if the run fails or
+          is cancelled later; compensations run in the reverse order of their steps.
+        - `record`: a JSON value journaled with the step (its `detail["input"]`) saying what it
+          was called with, for people and tools that read the journal (search, replay). It is
+          never read back by the run.
         """
+        return self.call_step(
+            fn,
+            args,
+            kwargs,
+            name=name,
+            at_most_once=at_most_once,
+            retry=retry,
+            timeout=timeout,
+            compensate=compensate,
+            record=record,
+        )
+
+    def call_step(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        name: str | None = None,
+        at_most_once: bool = False,
+        retry: RetryRule | None = None,
+        timeout: float | None = None,
+        compensate: Compensation | None = None,
+        record: Any = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """`step` with the body's arguments passed as they are (for decorators: a body may then
+        take keyword arguments named like the options)."""
         seq = self._take_seq()
         step_name = name or getattr(fn, "__qualname__", None) or repr(fn)
-        return self._run_step(seq, step_name, fn, args, kwargs, at_most_once)
+        return self._run_step(
+            seq, step_name, fn, args, kwargs, at_most_once, retry, timeout, compensate, record
+        )
 
     def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
         """A durable timer: the run is unloaded and wakes after `seconds`, on any worker."""
@@ -294,6 +380,16 @@ class RunContext:
                 requested=f"{kind} {name}",
             )
             raise self.nondeterminism
+        if (
+            record is not None
+            and record.status == "failed"
+            and _DEADLINE_CODE in (record.error or "")
+        ):
+            cause = json.loads(record.error or "{}")
+            if cause.get("code") == RunDeadlineExceeded.code:
+                raise RunDeadlineExceeded(
+                    cause.get("message", ""), **{k: cause.get(k) for k in _DEADLINE_IDS}
+                )
         return record
 
     def _write(self, seq: int, kind: StepKind, name: str, **fields: Any) -> StepWrite:
@@ -338,6 +434,10 @@ class RunContext:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         at_most_once: bool,
+        retry: RetryRule | None = None,
+        timeout: float | None = None,
+        compensate: Compensation | None = None,
+        recorded_input: Any = None,
     ) -> Any:
         self._check_open()
         return_type, is_async = _step_function(fn)
@@ -346,10 +446,20 @@ class RunContext:
             await asyncio.sleep(0)  # resume in the order a live run would
             if record.status == "failed":
                 raise _step_failed(self.run_id, seq, name, record.error)
-            return payloads.load(record.result, return_type)
+            value = payloads.load(record.result, return_type)
+            self._register(seq, name, compensate, value, retry)
+            return value
+        await self._gate(seq, "step", name)
+        attempts = Attempts.load(record.detail) if record is not None else Attempts()
         redelivered = record is not None
         if redelivered and record is not None and record.at_most_once:
             raise ReconciliationNeeded(seq, name)
+        if attempts.retry_at is not None and self._clock.now() < attempts.retry_at:
+            raise self._suspend(attempts.retry_at)  # woken early (a signal): wait the rest
+        first_started_at = record.started_at if record is not None else self._clock.now()
+        extra: dict[str, Any] = {}
+        if recorded_input is not None:
+            extra["input"] = to_jsonable_python(recorded_input)
         submit_intent: Callable[[], None] | None = None
         if not redelivered:
             crash_point("step.before_intent")
@@ -362,33 +472,51 @@ class RunContext:
                 # An at-least-once step's intent only informs (recovery re-runs it either way).
                 # It is queued when the body first suspends (real I/O): such a step is journaled
                 # as "started"; a body that returns at once is journaled in one write.
-                started_at = self._clock.now()
-
                 def submit_intent() -> None:
-                    self._submit_intent(seq, name, started_at)
+                    self._submit_intent(seq, name, first_started_at)
 
-        info = StepInfo(self.run_id, seq, name, f"{self.run_id}:{seq}", redelivered, self._epoch)
+        info = StepInfo(
+            self.run_id,
+            seq,
+            name,
+            f"{self.run_id}:{seq}",
+            redelivered,
+            self._epoch,
+            attempts.count + 1,
+        )
         token = _current_step.set(info)
         scripts: list[ScriptFactory[Any]] = []
         scripts_token = _step_scripts.set(scripts)
         try:
             crash_point("step.after_dispatch")
-            if is_async:
-                body = fn(*args, **kwargs)
-                if submit_intent is None:
-                    value = await body
-                else:
-                    value = await _OnFirstSuspension(body, submit_intent)
-            else:
-                if submit_intent is not None:
-                    submit_intent()  # the thread is real concurrency: the body is in flight
-                value = await asyncio.to_thread(fn, *args, **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
+            value = await self._attempt(
+                seq, name, fn, args, kwargs, is_async, submit_intent, timeout
+            )
         except (asyncio.CancelledError, Suspend, ReconciliationNeeded, LeaseLost):
             raise
         except Exception as exc:
-            error = await self._journal_failure(seq, name, at_most_once, exc, scripts)
+            decision = self._decide_retry(retry, at_most_once, info, exc, first_started_at)
+            if decision is not None:
+                attempts = attempts.failed(
+                    error=payloads.error_payload(exc), at=self._clock.now(), decision=decision
+                )
+            if decision is not None and attempts.retry_at is not None:
+                self._retries += 1
+                await self._store.write_step(
+                    self._write(
+                        seq,
+                        "step",
+                        name,
+                        status="started",
+                        retrying=True,
+                        error=payloads.dump_error(exc),
+                        detail=attempts.dump(extra),
+                        scripts=tuple(scripts),
+                    )
+                )
+                raise self._suspend(attempts.retry_at) from None
+            detail = attempts.dump(extra) if attempts.count or extra else None
+            error = await self._journal_failure(seq, name, at_most_once, exc, scripts, detail)
             raise _step_failed(self.run_id, seq, name, error) from exc
         finally:
             _current_step.reset(token)
@@ -402,6 +530,9 @@ class RunContext:
             # The body ran: journal the failure so a replay raises it again instead of re-running.
             await self._journal_failure(seq, name, at_most_once, exc, scripts)
             raise
+        if compensate is not None:
+            extra["compensate"] = True
+        detail = attempts.dump(extra) if attempts.count or extra else None
         await self._store.write_step(
             self._write(
                 seq,
@@ -410,11 +541,96 @@ class RunContext:
                 status="succeeded",
                 at_most_once=at_most_once,
                 result=text,
+                detail=detail,
                 scripts=tuple(scripts),
             )
         )
         crash_point("step.after_commit")
-        return payloads.load(text, return_type)
+        value = payloads.load(text, return_type)
+        self._register(seq, name, compensate, value, retry)
+        return value
+
+    async def _attempt(
+        self,
+        seq: int,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_async: bool,
+        submit_intent: Callable[[], None] | None,
+        timeout: float | None,
+    ) -> Any:
+        """Run a step's body once, within its timeout and the run's deadline."""
+        limit, by_deadline = timeout, False
+        if self.deadline is not None and not self._compensating:
+            left = self.deadline - self._clock.now()
+            if limit is None or left < limit:
+                limit, by_deadline = left, True
+        if limit is None:
+            return await self._body(fn, args, kwargs, is_async, submit_intent)
+        try:
+            return await within(
+                self._clock, limit, self._body(fn, args, kwargs, is_async, submit_intent)
+            )
+        except TimedOut:
+            if by_deadline:
+                raise self._deadline_error(seq, name) from None
+            raise StepTimeout(
+                f"step {seq} ({name}) of run {self.run_id} did not finish within {timeout:g}s "
+                "and was abandoned",
+                run_id=self.run_id,
+                seq=seq,
+                step=name,
+                timeout=timeout,
+            ) from None
+
+    @staticmethod
+    async def _body(
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_async: bool,
+        submit_intent: Callable[[], None] | None,
+    ) -> Any:
+        if is_async:
+            body = fn(*args, **kwargs)
+            if submit_intent is None:
+                return await body
+            return await _OnFirstSuspension(body, submit_intent)
+        if submit_intent is not None:
+            submit_intent()  # the thread is real concurrency: the body is in flight
+        value = await asyncio.to_thread(fn, *args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    def _decide_retry(
+        self,
+        retry: RetryRule | None,
+        at_most_once: bool,
+        info: StepInfo,
+        exc: Exception,
+        first_started_at: float,
+    ) -> RetryDecision | None:
+        """Ask the step's retry rule about a failed attempt (never for at-most-once steps, a
+        passed deadline or a value that cannot be journaled)."""
+        if retry is None or at_most_once:
+            return None
+        if isinstance(exc, RunDeadlineExceeded | NotSerializable):
+            return None
+        return retry.decide(
+            AttemptFailure(
+                run_id=self.run_id,
+                seq=info.seq,
+                step=info.name,
+                attempt=info.attempt,
+                error=exc,
+                first_started_at=first_started_at,
+                now=self._clock.now(),
+                run_retries=self._retries,
+            )
+        )
 
     async def _journal_failure(
         self,
@@ -423,6 +639,7 @@ class RunContext:
         at_most_once: bool,
         exc: BaseException,
         scripts: Sequence[ScriptFactory[Any]] = (),
+        detail: str | None = None,
     ) -> str:
         """Journal a step as failed with `exc` (and the step's scripts); return the error."""
         error = payloads.dump_error(exc)
@@ -434,10 +651,74 @@ class RunContext:
                 status="failed",
                 at_most_once=at_most_once,
                 error=error,
+                detail=detail,
                 scripts=tuple(scripts),
             )
         )
         return error
+
+    # -- deadlines, cancels and compensations --------------------------------------------------
+
+    async def _gate(self, seq: int, kind: StepKind, name: str) -> None:
+        """Before anything is done live: a pending cancel stops the run; a passed deadline is
+        journaled at this step and stops it."""
+        if self._compensating:
+            return
+        if self.cancel_requested:
+            raise RunCancelled(f"run {self.run_id} was cancelled", run_id=self.run_id)
+        if self.deadline is not None and self._clock.now() >= self.deadline:
+            error = self._deadline_error(seq, name)
+            await self._store.write_step(
+                self._write(seq, kind, name, status="failed", error=payloads.dump_error(error))
+            )
+            raise error
+
+    def _deadline_error(self, seq: int, name: str) -> RunDeadlineExceeded:
+        return RunDeadlineExceeded(
+            f"run {self.run_id} passed its deadline at step {seq} ({name})",
+            run_id=self.run_id,
+            seq=seq,
+            step=name,
+            deadline=self.deadline,
+        )
+
+    def _register(
+        self,
+        seq: int,
+        name: str,
+        undo: Compensation | None,
+        result: Any,
+        retry: RetryRule | None,
+    ) -> None:
+        if undo is not None:
+            self._compensations.append(_Registered(seq, name, undo, result, retry))
+
+    @property
+    def compensable(self) -> bool:
+        """True when a step that succeeded registered a compensation."""
+        return bool(self._compensations)
+
+    async def compensate(self) -> list[str]:
+        """Undo the run's compensable steps, newest first, each as a journaled step named
+        `compensate:<step>` (retried by the step's own rule). A compensation that fails is
+        journaled and the others still run; returns the failures, one line each."""
+        self._compensating = True
+        self._suspending = False  # a sibling that was waiting when the run failed is moot
+        failures: list[str] = []
+        for registered in sorted(self._compensations, key=lambda r: r.seq, reverse=True):
+            try:
+                await self._run_step(
+                    self._take_seq(),
+                    f"compensate:{registered.name}",
+                    registered.undo,
+                    (registered.result,),
+                    {},
+                    False,
+                    registered.retry,
+                )
+            except StepFailed as failed:
+                failures.append(failed.message)
+        return failures
 
     async def _sleep(self, seq: int, seconds: float) -> None:
         self._check_open()
@@ -446,6 +727,7 @@ class RunContext:
         if record is not None and record.status == "succeeded":
             await asyncio.sleep(0)
             return
+        await self._gate(seq, "sleep", name)
         if record is not None and record.detail is not None:
             wake_at = float(json.loads(record.detail)["wake_at"])
         else:
@@ -467,6 +749,7 @@ class RunContext:
             if record.status == "failed":
                 raise self._signal_timeout(seq, name, timeout)
             return payloads.load(record.result, type_)
+        await self._gate(seq, "signal", name)
         if record is not None:
             deadline = json.loads(record.detail or "{}").get("deadline")
         else:
@@ -503,6 +786,7 @@ class RunContext:
         if record is not None and record.status == "succeeded":
             await asyncio.sleep(0)
             return ChildHandle(self, json.loads(record.result or "null"), wf)
+        await self._gate(seq, "child.start", wf.name)
         # Derived from the parent's id and step: a re-executed start finds the same child.
         child_id = str(uuid.uuid5(_CHILD_NAMESPACE, f"{self.run_id}:{seq}"))
         child = NewRun(
@@ -514,6 +798,7 @@ class RunContext:
             tenant=self.tenant,
             parent_run_id=self.run_id,
             parent_step_seq=seq,
+            started_by=self._run.started_by,
         )
         write = self._write(
             seq, "child.start", wf.name, status="succeeded", result=json.dumps(child_id)
@@ -531,6 +816,7 @@ class RunContext:
             if record.status == "failed":
                 raise _child_failed(self.run_id, handle.run_id, record.error)
             return wf.decode_output(record.result)
+        await self._gate(seq, "child.result", wf.name)
         child = await self._store.get_run(handle.run_id)
         if child is None or not child.finished:
             raise self._suspend(None)
@@ -551,6 +837,7 @@ class RunContext:
             await asyncio.sleep(0)
             stamp = float(json.loads(record.result or "0"))
         else:
+            await self._gate(seq, "now", "now")
             stamp = self._clock.now()
             await self._store.write_step(
                 self._write(seq, "now", "now", status="succeeded", result=json.dumps(stamp))
@@ -560,6 +847,9 @@ class RunContext:
     # -- for the executor ----------------------------------------------------------------------
 
     def _suspend(self, wake_at: float | None) -> Suspend:
+        if self.deadline is not None and not self._compensating:
+            # A waiting run wakes at its deadline at the latest, to fail by it.
+            wake_at = self.deadline if wake_at is None else min(wake_at, self.deadline)
         self._suspending = True
         self._wake_times.append(wake_at)
         return Suspend(wake_at)
@@ -612,6 +902,11 @@ class RunContext:
     @staticmethod
     def leave(token: contextvars.Token[RunContext | None]) -> None:
         _current_context.reset(token)
+
+
+_DEADLINE_CODE = f'"{RunDeadlineExceeded.code}"'
+_DEADLINE_IDS = ("run_id", "seq", "step", "deadline")
+"""How a journaled `RunDeadlineExceeded` is recognised and rebuilt on replay."""
 
 
 class _OnFirstSuspension:
@@ -684,6 +979,7 @@ def _step_failed(
         step=name,
         error_type=cause.get("type"),
         error_message=cause.get("message"),
+        error_code=cause.get("code"),
     )
 
 

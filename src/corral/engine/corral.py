@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from corral.engine import payloads
 from corral.engine.clock import Clock, SystemClock
+from corral.engine.context import CANCEL_SIGNAL
 from corral.engine.worker import Worker, WorkerStats
 from corral.engine.workflows import (
     ProvidesWorkflows,
@@ -107,7 +108,7 @@ class Corral:
     def workflow(self, fn: WorkflowFunction[I, O], /) -> Workflow[I, O]: ...
     @overload
     def workflow(
-        self, /, *, name: str | None = None, version: str = "1"
+        self, /, *, name: str | None = None, version: str = "1", timeout: float | None = None
     ) -> Callable[[WorkflowFunction[I, O]], Workflow[I, O]]: ...
     def workflow(
         self,
@@ -116,11 +117,13 @@ class Corral:
         *,
         name: str | None = None,
         version: str = "1",
+        timeout: float | None = None,
     ) -> Workflow[Any, Any] | Callable[[WorkflowFunction[Any, Any]], Workflow[Any, Any]]:
-        """Decorate an `async def fn(ctx, input)` to make it a workflow of this instance."""
+        """Decorate an `async def fn(ctx, input)` to make it a workflow of this instance
+        (`timeout`: seconds from a run's creation to its deadline)."""
 
         def decorate(inner: WorkflowFunction[Any, Any]) -> Workflow[Any, Any]:
-            wf = workflow(name=name, version=version)(inner)
+            wf = workflow(name=name, version=version, timeout=timeout)(inner)
             self.workflows.add(wf)
             return wf
 
@@ -136,7 +139,12 @@ class Corral:
 
     @overload
     async def start(
-        self, workflow: Workflow[I, O], input: Any = None, *, idempotency_key: str | None = None
+        self,
+        workflow: Workflow[I, O],
+        input: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        started_by: str | None = None,
     ) -> RunHandle[O]: ...
     @overload
     async def start(
@@ -145,6 +153,7 @@ class Corral:
         input: Any = None,
         *,
         idempotency_key: str | None = None,
+        started_by: str | None = None,
     ) -> RunHandle[Any]: ...
     async def start(
         self,
@@ -152,8 +161,13 @@ class Corral:
         input: Any = None,
         *,
         idempotency_key: str | None = None,
+        started_by: str | None = None,
     ) -> RunHandle[Any]:
-        """Start a run; with an idempotency key already used, return the run it started."""
+        """Start a run; with an idempotency key already used, return the run it started.
+
+        `started_by` records who started it (a principal's name): its child runs carry it too,
+        and cost reports attribute the run's model calls to it (`corral costs --by user`).
+        """
         wf = self.workflows.resolve(workflow)
         new = NewRun(
             run_id=str(uuid.uuid4()),
@@ -163,6 +177,7 @@ class Corral:
             created_at=self.clock.now(),
             tenant=self.tenant,
             idempotency_key=idempotency_key,
+            started_by=started_by,
         )
         record, created = await self.store.create_run(new)
         if created:
@@ -217,7 +232,20 @@ class Corral:
         return record
 
     async def cancel(self, run_id: str) -> RunRecord:
-        """Cancel a run and its unfinished child runs. A worker executing it stops at once."""
+        """Cancel a run and its unfinished child runs. A worker executing it stops at once.
+
+        A run with compensations to make (steps with `compensate=`) is sent a cancel instead:
+        it wakes, makes them (newest first, journaled), then ends `cancelled`. A run busy on a
+        worker sees it at its next wait; the returned record is then not yet `cancelled`.
+        """
+        run = await self.get_run(run_id)
+        if run.status in ("pending", "running", "waiting") and any(
+            record.detail and '"compensate"' in record.detail
+            for record in await self.store.load_journal(run_id)
+        ):
+            await self.store.send_signal(run_id, CANCEL_SIGNAL, "null", now=self.clock.now())
+            self._wakeup.set()
+            return await self.get_run(run_id)
         record = await self.store.cancel_run(run_id, now=self.clock.now())
         for worker in self._workers:
             worker.drop(run_id)

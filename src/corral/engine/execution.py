@@ -6,17 +6,19 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from corral.engine import payloads
 from corral.engine.clock import Clock
-from corral.engine.context import ReconciliationNeeded, RunContext, Suspend
+from corral.engine.context import CANCEL_SIGNAL, ReconciliationNeeded, RunContext, Suspend
 from corral.engine.crashpoints import crash_point
 from corral.engine.workflows import WorkflowRegistry
 from corral.errors import (
     CorralError,
     LeaseLost,
     NeedsReconciliation,
+    NonDeterminismError,
+    RunCancelled,
     StoreUnavailable,
     UnknownWorkflow,
 )
@@ -25,7 +27,13 @@ from corral.store import RunRecord, Store
 log = logging.getLogger("corral.engine")
 
 Outcome = Literal[
-    "succeeded", "failed", "waiting", "needs_reconciliation", "lease_lost", "released"
+    "succeeded",
+    "failed",
+    "cancelled",
+    "waiting",
+    "needs_reconciliation",
+    "lease_lost",
+    "released",
 ]
 
 
@@ -80,6 +88,8 @@ async def execute_run(
         clock=clock,
         workflows=workflows,
         on_new_run=on_new_run,
+        deadline=workflow.deadline(run.created_at),
+        cancel_requested=await _cancel_waiting(store, run, journal),
     )
     on_context(ctx)
     token = ctx.enter()
@@ -121,13 +131,34 @@ async def execute_run(
         except Exception as caught:
             failure = ctx.nondeterminism or caught
             await _settle_quietly(ctx)
+            stored = payloads.error_payload(failure)
+            if ctx.compensable and not isinstance(failure, NonDeterminismError):
+                try:
+                    failed = await ctx.compensate()
+                except Suspend:  # a compensation waits to be retried: fail after it
+                    await ctx.settle()
+                    wake_at = ctx.wake_at()
+                    await store.suspend_run(
+                        run.run_id,
+                        epoch,
+                        wake_at=wake_at,
+                        seen_wake_seq=run.wake_seq,
+                        now=clock.now(),
+                    )
+                    return Execution(run.run_id, "waiting", wake_at)
+                await ctx.drain()
+                stored["compensations_failed"] = failed
+            if isinstance(failure, RunCancelled):
+                crash_point("run.before_finish")
+                await store.cancel_run(run.run_id, now=clock.now())
+                return Execution(run.run_id, "cancelled")
             crash_point("run.before_finish")
             await store.finish_run(
                 run.run_id,
                 epoch,
                 status="failed",
                 result=None,
-                error=payloads.dump_error(failure),
+                error=json.dumps(stored, default=str),
                 now=clock.now(),
             )
             if not isinstance(failure, CorralError):
@@ -143,6 +174,15 @@ async def execute_run(
         return Execution(run.run_id, "lease_lost")
     finally:
         RunContext.leave(token)
+
+
+async def _cancel_waiting(store: Store, run: RunRecord, journal: list[Any]) -> bool:
+    """Whether a cancel waits for this run: only runs with compensations are cancelled by a
+    signal (the others at once), so only they pay for the look."""
+    if not any(record.detail and '"compensate"' in record.detail for record in journal):
+        return False
+    signals = await store.list_signals(run.run_id)
+    return any(s.name == CANCEL_SIGNAL and s.consumed_seq is None for s in signals)
 
 
 async def _settle_quietly(ctx: RunContext) -> None:

@@ -47,6 +47,12 @@ class Workflow(Generic[I, O]):
     output_type: Any = field(default=None)
     takes_input: bool = True
     """False for `async def fn(ctx)`: the run's input is then always null."""
+    timeout: float | None = None
+    """Seconds from a run's creation to its deadline: past it, the run fails with
+    `RunDeadlineExceeded` (after its compensations), whether it is working or waiting."""
+
+    def deadline(self, created_at: float) -> float | None:
+        return None if self.timeout is None else created_at + self.timeout
 
     @property
     def key(self) -> str:
@@ -113,7 +119,9 @@ def _type_name(type_: Any) -> str:
     return getattr(type_, "__name__", repr(type_))
 
 
-def _workflow_from(fn: WorkflowFunction[I, O], name: str | None, version: str) -> Workflow[I, O]:
+def _workflow_from(
+    fn: WorkflowFunction[I, O], name: str | None, version: str, timeout: float | None = None
+) -> Workflow[I, O]:
     if not inspect.iscoroutinefunction(fn):
         raise UsageError(
             f"workflow {fn.__qualname__} must be an `async def` function taking (ctx, input)"
@@ -133,28 +141,41 @@ def _workflow_from(fn: WorkflowFunction[I, O], name: str | None, version: str) -
         input_type=input_type,
         output_type=output_type,
         takes_input=len(params) == 2,
+        timeout=_checked_timeout(timeout, fn.__qualname__),
     )
+
+
+def _checked_timeout(timeout: float | None, where: str) -> float | None:
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"workflow {where}: timeout must be a positive number of seconds")
+    return timeout
 
 
 @overload
 def workflow(fn: WorkflowFunction[I, O], /) -> Workflow[I, O]: ...
 @overload
 def workflow(
-    *, name: str | None = None, version: str = "1"
+    *, name: str | None = None, version: str = "1", timeout: float | None = None
 ) -> Callable[[WorkflowFunction[I, O]], Workflow[I, O]]: ...
 def workflow(
-    fn: WorkflowFunction[I, O] | None = None, /, *, name: str | None = None, version: str = "1"
+    fn: WorkflowFunction[I, O] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    timeout: float | None = None,
 ) -> Workflow[I, O] | Callable[[WorkflowFunction[I, O]], Workflow[I, O]]:
     """Make a workflow of an `async def fn(ctx, input) -> output`; register it with `Corral`.
 
     The input and output types come from the annotations (pydantic models, dataclasses, plain
-    types); an unannotated input or output is any JSON value.
+    types); an unannotated input or output is any JSON value. `timeout` gives every run a
+    deadline that many seconds after it was created.
     """
     if fn is not None:
-        return _workflow_from(fn, name, version)
+        return _workflow_from(fn, name, version, timeout)
 
     def decorate(inner: WorkflowFunction[I, O]) -> Workflow[I, O]:
-        return _workflow_from(inner, name, version)
+        return _workflow_from(inner, name, version, timeout)
 
     return decorate
 

@@ -45,6 +45,8 @@ class Decision(BaseModel):
     version: int | None = None
     rule: str | None = None
     approval: ApprovalSpec | None = None
+    timeout: float | None = None
+    """The shortest `timeout` of the rules that matched: the call may take no longer."""
 
     @property
     def allowed(self) -> bool:

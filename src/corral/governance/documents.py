@@ -107,6 +107,14 @@ class Rule(_Strict):
     effect: Effect
     reason: str = ""
     approval: ApprovalSpec | None = None
+    timeout: float | None = None
+    """Seconds a matching tool call may take (`30`, `"2m"`); the shortest of every matching
+    rule's, the tool's and the agent's applies. Past it the call is abandoned (`StepTimeout`)."""
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)  # type: ignore[arg-type]
 
 
 class BudgetLimit(_Strict):

@@ -493,6 +493,7 @@ class PolicySet:
         bindings: Bindings | None = None
         approval: Decision | None = None
         allow: Decision | None = None
+        timeouts: list[float] = []
         for compiled in self._rules:
             if not compiled.matcher.applies(call):
                 continue
@@ -506,6 +507,8 @@ class PolicySet:
                     return compiled.fail_closed(error)
                 if not holds:
                     continue
+            if rule.timeout is not None:
+                timeouts.append(rule.timeout)
             # Rules come in (policy name, document order): the first deny is the deciding one.
             if rule.effect == "deny":
                 return compiled.decision("deny", rule.reason or self._because(compiled))
@@ -515,10 +518,11 @@ class PolicySet:
                 )
             elif rule.effect == "allow" and allow is None:
                 allow = compiled.decision("allow", rule.reason or self._because(compiled))
+        timeout = {"timeout": min(timeouts)} if timeouts else None
         if approval is not None:
-            return approval
+            return approval.model_copy(update=timeout) if timeout else approval
         if allow is not None:
-            return allow
+            return allow.model_copy(update=timeout) if timeout else allow
         if self._default_deny is not None:
             name, version = self._default_deny
             return Decision(
@@ -529,7 +533,7 @@ class PolicySet:
                 policy=name,
                 version=version,
             )
-        return Decision(effect="allow", reason="no rule matched")
+        return Decision(effect="allow", reason="no rule matched", **(timeout or {}))
 
     @staticmethod
     def _because(compiled: _CompiledRule) -> str:

@@ -14,8 +14,10 @@ Translation, both ways:
   the JSON text of their input. Usage counts the whole prompt: uncached, cache-written and
   cache-read input tokens (as OpenAI's `prompt_tokens` does), and the output tokens.
 
-The SDK retries connection errors, 429 and 5xx itself (`max_retries`); what is left after that
-is raised as `ModelCallFailed` with `retryable` saying whether trying later may work.
+The SDK makes no retries of its own by default (`max_retries=0`): a failure is raised as
+`ModelCallFailed`, with `retryable` saying whether trying later may work and `retry_after` what the
+server asked for, and the model step's retry policy decides (durably, under retry budgets and
+circuit breakers).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class AnthropicModel(Model):
         base_url: The API's base URL (without `/v1`); None for the SDK's default
             (`ANTHROPIC_BASE_URL`, else https://api.anthropic.com).
         timeout: Seconds for one HTTP request.
-        max_retries: Retries the SDK makes itself on connection errors, 429 and 5xx.
+        max_retries: Retries the SDK makes itself within one attempt (0: Corral retries).
         max_tokens: The most tokens one answer may have (the API requires a limit).
     """
 
@@ -66,7 +68,7 @@ class AnthropicModel(Model):
         api_key: str,
         base_url: str | None = None,
         timeout: float = 60.0,
-        max_retries: int = 2,
+        max_retries: int = 0,
         max_tokens: int = 4096,
     ) -> None:
         self.name = f"anthropic:{model}"

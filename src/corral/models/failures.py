@@ -51,9 +51,10 @@ def call_failed(
         else:
             what = f"HTTP {status}: {_detail(error)}"
         retryable = status in RETRYABLE_STATUSES or status >= 500
+        retry_after = _retry_after(error)
     elif isinstance(error, connection_error):
-        # Includes timeouts. The SDK has already retried it `max_retries` times.
-        status, retryable = None, True
+        # Includes timeouts (and any retries the SDK was configured to make itself).
+        status, retryable, retry_after = None, True, None
         what = f"could not get an answer ({type(error).__name__}: {error.message})"  # type: ignore[attr-defined]
     elif isinstance(error, validation_error):
         return malformed(model, url, str(error.message))  # type: ignore[attr-defined]
@@ -68,7 +69,24 @@ def call_failed(
         url=url,
         status=status,
         retryable=retryable,
+        retry_after=retry_after,
     )
+
+
+def _retry_after(error: Any) -> float | None:
+    """Seconds the server asked us to wait (`Retry-After`, in seconds), if it said."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        milliseconds = headers.get("retry-after-ms")  # OpenAI's finer form, read first
+        if milliseconds is not None:
+            return max(float(milliseconds) / 1000, 0.0)
+        value = headers.get("retry-after")
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from model APIs; the backoff applies
 
 
 def _detail(error: Any) -> str:

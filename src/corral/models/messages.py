@@ -101,6 +101,9 @@ class ModelResponse(BaseModel):
     model: str
     """The model that answered, as `provider:name` (`scripted:…` for the scripted model)."""
     finish_reason: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    """The models tried first in this step and why each was passed over (`openai:gpt-4o:
+    circuit_open`), when a fallback answered."""
 
     @property
     def tool_calls(self) -> list[ToolCall]:

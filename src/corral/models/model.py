@@ -19,6 +19,13 @@ class Model(ABC):
     name: str
     """`provider:model`, as recorded on every response (`openai:gpt-4.1-mini`)."""
 
+    @property
+    def endpoint(self) -> str:
+        """The dependency this model is: its name at its server (`openai:gpt-4o@https://…`).
+        One circuit breaker and one retry budget per endpoint, shared by every run."""
+        base_url = getattr(self, "base_url", None)
+        return f"{self.name}@{base_url}" if base_url else self.name
+
     @abstractmethod
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Send one request; return the complete response with its token usage."""

@@ -16,8 +16,10 @@ Translation, both ways:
   loop reports that to the model. A response that is not a chat completion at all (no choices,
   arguments that are not text) is a `ModelCallFailed`.
 
-The SDK retries connection errors, 429 and 5xx itself (`max_retries`); what is left after that
-is raised as `ModelCallFailed` with `retryable` saying whether trying later may work.
+The SDK makes no retries of its own by default (`max_retries=0`): a failure is raised as
+`ModelCallFailed`, with `retryable` saying whether trying later may work and `retry_after` what the
+server asked for, and the model step's retry policy decides (durably, under retry budgets and
+circuit breakers).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class OpenAIModel(Model):
         base_url: The API's base URL, e.g. `http://127.0.0.1:8000/v1` for vLLM; None for the
             SDK's default (`OPENAI_BASE_URL`, else https://api.openai.com/v1).
         timeout: Seconds for one HTTP request.
-        max_retries: Retries the SDK makes itself on connection errors, 429 and 5xx.
+        max_retries: Retries the SDK makes itself within one attempt (0: Corral retries).
     """
 
     def __init__(
@@ -68,7 +70,7 @@ class OpenAIModel(Model):
         api_key: str,
         base_url: str | None = None,
         timeout: float = 60.0,
-        max_retries: int = 2,
+        max_retries: int = 0,
     ) -> None:
         self.name = f"openai:{model}"
         if not api_key:

@@ -48,6 +48,8 @@ class ModelSettings(BaseSettings):
     )
     """Seconds for one HTTP request to a model before the client gives up."""
     max_retries: int = Field(
-        default=2, validation_alias=AliasChoices("CORRAL_MODEL_MAX_RETRIES", "max_retries")
+        default=0, validation_alias=AliasChoices("CORRAL_MODEL_MAX_RETRIES", "max_retries")
     )
-    """Retries the provider SDK makes itself (connection errors, 429, 5xx) within one step."""
+    """Retries the provider SDK makes itself within one attempt. 0 by default: Corral retries
+    model steps itself (durably, journaled, under retry budgets and circuit breakers); SDK
+    retries on top would multiply the load an outage sees."""

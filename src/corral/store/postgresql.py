@@ -58,10 +58,13 @@ from corral.store.records import (
 from corral.store.rows import (
     CANCELLED_ERROR,
     INSERT_INTENT,
+    INSERT_RUN,
     RUN_COLUMNS,
     STEP_COLUMNS,
     UPSERT_OUTCOME,
     intent_row,
+    is_intent,
+    new_run_row,
     outcome_row,
     postgres_sql,
     run_from_row,
@@ -79,6 +82,7 @@ DEADLOCK_RETRIES = 5
 """How often one operation is tried again after PostgreSQL chose it as a deadlock's victim."""
 
 _INSERT_INTENT = postgres_sql(INSERT_INTENT)
+_INSERT_RUN = postgres_sql(INSERT_RUN)
 _UPSERT_OUTCOME = postgres_sql(UPSERT_OUTCOME)
 _SIGNAL_COLUMNS = "signal_id, run_id, name, payload, created_at, consumed_seq"
 # Each claim takes one kind of runnable run, oldest first, in a fenced CTE.
@@ -530,12 +534,10 @@ class PostgresStore:
         async def op(conn: Connection, batch: Batch) -> tuple[RunRecord, bool]:
             row = await (
                 await conn.execute(
-                    f"INSERT INTO runs (run_id, tenant, workflow, workflow_version, status, input,"
-                    " idempotency_key, parent_run_id, parent_step_seq, created_at, updated_at)"
-                    " VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL"
+                    _INSERT_RUN
+                    + " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL"
                     f" DO NOTHING RETURNING {RUN_COLUMNS}",
-                    _new_run_row(new),
+                    new_run_row(new),
                 )
             ).fetchone()
             if row is not None:
@@ -707,11 +709,8 @@ class PostgresStore:
         async def op(conn: Connection, batch: Batch) -> None:
             await self._fence(conn, batch, write.run_id, write.epoch)
             await conn.execute(
-                "INSERT INTO runs (run_id, tenant, workflow, workflow_version, status, input,"
-                " idempotency_key, parent_run_id, parent_step_seq, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (run_id) DO NOTHING",
-                _new_run_row(child),
+                _INSERT_RUN + " ON CONFLICT (run_id) DO NOTHING",
+                new_run_row(child),
             )
             await conn.execute(_UPSERT_OUTCOME, outcome_row(write))
             batch.notify = True
@@ -975,9 +974,10 @@ async def _write_steps(
             outcomes.append(_lease_lost(write.run_id, write.epoch))
             continue
         outcomes.append(None)
-        (intents if write.status == "started" else finished).append(
-            intent_row(write) if write.status == "started" else outcome_row(write)
-        )
+        if is_intent(write):
+            intents.append(intent_row(write))
+        else:
+            finished.append(outcome_row(write))
     async with conn.cursor() as cursor:
         if intents:
             await cursor.executemany(_INSERT_INTENT, intents)
@@ -1023,21 +1023,6 @@ async def _wake(conn: Connection, batch: Batch, run_id: str, now: float) -> None
         (now, run_id),
     )
     batch.notify = True
-
-
-def _new_run_row(new: NewRun) -> tuple[Any, ...]:
-    return (
-        new.run_id,
-        new.tenant,
-        new.workflow,
-        new.workflow_version,
-        new.input,
-        new.idempotency_key,
-        new.parent_run_id,
-        new.parent_step_seq,
-        new.created_at,
-        new.created_at,
-    )
 
 
 def _lease_lost(run_id: str, epoch: int) -> LeaseLost:

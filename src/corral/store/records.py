@@ -44,6 +44,8 @@ class NewRun:
     idempotency_key: str | None = None
     parent_run_id: str | None = None
     parent_step_seq: int | None = None
+    started_by: str | None = None
+    """Who started the run (a principal's name); a child run carries its parent's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class RunRecord:
     lease_epoch: int
     lease_expires_at: float | None
     claims: int
+    started_by: str | None
+    """Who started the run (None: not recorded); a child run carries its parent's."""
 
     @property
     def finished(self) -> bool:
@@ -112,6 +116,9 @@ class StepWrite:
     detail: str | None = None
     result: str | None = None
     error: str | None = None
+    retrying: bool = False
+    """With `status == "started"`: an attempt failed and the step will be tried again; the write
+    records the attempt's `error` and the attempts so far in `detail`."""
     scripts: tuple[ScriptFactory[Any], ...] = ()
     """Transaction scripts to run in the same transaction as this write (an outcome's audit
     entry): they commit with it, or the write fails with them."""

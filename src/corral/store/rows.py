@@ -9,19 +9,28 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from corral.store.records import RunRecord, StepRecord, StepWrite
+from corral.store.records import NewRun, RunRecord, StepRecord, StepWrite
 
 CANCELLED_ERROR = json.dumps({"code": "cancelled", "type": "Cancelled", "message": "cancelled"})
 
 RUN_COLUMNS = (
     "run_id, tenant, workflow, workflow_version, status, input, result, error, idempotency_key,"
     " parent_run_id, parent_step_seq, created_at, updated_at, wake_at, wake_seq, lease_owner,"
-    " lease_epoch, lease_expires_at, claims"
+    " lease_epoch, lease_expires_at, claims, started_by"
 )
 STEP_COLUMNS = (
     "run_id, seq, kind, name, status, at_most_once, detail, result, error, started_at, finished_at"
 )
 
+
+INSERT_RUN = (
+    "INSERT INTO runs (run_id, tenant, workflow, workflow_version, status, input,"
+    " idempotency_key, parent_run_id, parent_step_seq, created_at, updated_at, started_by,"
+    " root_run_id) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?,"
+    " coalesce((SELECT coalesce(p.root_run_id, p.run_id) FROM runs p WHERE p.run_id = ?), ?))"
+)
+"""A new run; its `root_run_id` (the top of its tree of child runs, which cost reports group by)
+is its parent's root, or the run itself."""
 
 INSERT_INTENT = (
     "INSERT INTO steps (run_id, seq, kind, name, status, at_most_once, detail, started_at)"
@@ -34,6 +43,25 @@ UPSERT_OUTCOME = (
     " result = excluded.result, error = excluded.error, finished_at = excluded.finished_at,"
     " detail = coalesce(excluded.detail, steps.detail)"
 )
+
+
+def new_run_row(new: NewRun) -> tuple[Any, ...]:
+    """The parameters of `INSERT_RUN`."""
+    return (
+        new.run_id,
+        new.tenant,
+        new.workflow,
+        new.workflow_version,
+        new.input,
+        new.idempotency_key,
+        new.parent_run_id,
+        new.parent_step_seq,
+        new.created_at,
+        new.created_at,
+        new.started_by,
+        new.parent_run_id,
+        new.run_id,
+    )
 
 
 def intent_row(write: StepWrite) -> tuple[Any, ...]:
@@ -60,8 +88,13 @@ def outcome_row(write: StepWrite) -> tuple[Any, ...]:
         write.result,
         write.error,
         write.at,
-        write.at,
+        None if write.status == "started" else write.at,
     )
+
+
+def is_intent(write: StepWrite) -> bool:
+    """An intent is inserted once (never over an outcome); anything else is upserted."""
+    return write.status == "started" and not write.retrying
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:

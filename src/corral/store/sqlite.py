@@ -50,10 +50,13 @@ from corral.store.records import (
 from corral.store.rows import (
     CANCELLED_ERROR,
     INSERT_INTENT,
+    INSERT_RUN,
     RUN_COLUMNS,
     STEP_COLUMNS,
     UPSERT_OUTCOME,
     intent_row,
+    is_intent,
+    new_run_row,
     outcome_row,
     run_from_row,
     step_from_row,
@@ -721,27 +724,11 @@ def _sqlite_executor(conn: sqlite3.Connection) -> Callable[[Statement], Result]:
 
 
 def _insert_run(conn: sqlite3.Connection, new: NewRun) -> None:
-    conn.execute(
-        "INSERT INTO runs (run_id, tenant, workflow, workflow_version, status, input,"
-        " idempotency_key, parent_run_id, parent_step_seq, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-        (
-            new.run_id,
-            new.tenant,
-            new.workflow,
-            new.workflow_version,
-            new.input,
-            new.idempotency_key,
-            new.parent_run_id,
-            new.parent_step_seq,
-            new.created_at,
-            new.created_at,
-        ),
-    )
+    conn.execute(INSERT_RUN, new_run_row(new))
 
 
 def _write_step(conn: sqlite3.Connection, write: StepWrite) -> None:
-    if write.status == "started":
+    if is_intent(write):
         conn.execute(INSERT_INTENT, intent_row(write))
     else:
         conn.execute(UPSERT_OUTCOME, outcome_row(write))
@@ -771,7 +758,7 @@ def _write_steps(
             outcomes.append(_lease_lost(write.run_id, write.epoch))
             continue
         outcomes.append(None)
-        if write.status == "started":
+        if is_intent(write):
             intents.append(intent_row(write))
         else:
             finished.append(outcome_row(write))

@@ -19,7 +19,23 @@ with OpenAICompatibleServer(script) as server:
 ```
 
 Each request gets the next response of the script, whichever client sent it (a retried request
-is a new request). A request beyond the end of the script is answered with HTTP 400 saying so.
+is a new request). A request beyond the end of the script is answered by the server's `rules`,
+if it has any, else with HTTP 400 saying so.
+
+For faults at random, give `rules` instead of (or after) a script: a function of the request
+body that returns the response, so a fault suite decides each answer from the request and a
+seed. `Hang(seconds)` holds a request that long before answering, to test client timeouts:
+
+```python
+def rules(request: Mapping[str, Any]) -> ScriptItem:
+    if "slow" in json.dumps(request["messages"]):
+        return Hang(30.0)                   # longer than the client's timeout
+    return "Fine."
+
+with OpenAICompatibleServer(rules=rules) as server:
+    ...
+```
+
 Both servers stream (server-sent events, as the real APIs do) when the request asks for it, and
 record every request body in `requests`. Each runs uvicorn in a background thread, on an
 ephemeral port bound before the thread starts, and stops when its `with` block ends.
@@ -32,7 +48,7 @@ import json
 import math
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -49,6 +65,8 @@ _CREATED = 1_700_000_000
 """The `created` timestamp of every OpenAI response (fixed, so responses are reproducible)."""
 _DEADLINE = 10.0
 """Seconds a server may take to start or to stop before that is an error."""
+_HOLD_STEP = 0.05
+"""Seconds between two looks at whether the server is stopping, while a `Hang` holds a request."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +109,34 @@ class RawBody:
     content_type: str = "application/json"
 
 
-ScriptItem = ServerReply | ServerFailure | RawBody | str
-"""One response of a script; a str is a `ServerReply` with that text."""
+Answer = ServerReply | ServerFailure | RawBody | str
+"""What a server sends back; a str is a `ServerReply` with that text."""
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Hold the request for `seconds`, then send `then` (None: an HTTP 504).
+
+    A client whose timeout is shorter gives up first: this is how a test makes a model call
+    hang. A held request is let go at once when the server stops (answered with a 503), so a
+    long hang never delays the end of a test.
+    """
+
+    seconds: float
+    then: Answer | None = None
+
+
+ScriptItem = Answer | Hang
+"""One response of a script (or of `rules`); a str is a `ServerReply` with that text."""
+
+Rules = Callable[[Mapping[str, Any]], ScriptItem]
+"""Decides the response to a request from its JSON body (called on the server's thread)."""
+
+_Item = ServerReply | ServerFailure | RawBody | Hang
+
+
+def _item(item: ScriptItem) -> _Item:
+    return ServerReply(item) if isinstance(item, str) else item
 
 
 class _Uvicorn(uvicorn.Server):
@@ -115,12 +159,15 @@ class _CompatibleServer:
     base_path: ClassVar[str]
     """What the SDK's `base_url` ends with (the SDK adds the rest of `api_path`)."""
 
-    def __init__(self, script: Iterable[ScriptItem] = ()) -> None:
-        self.script: list[ServerReply | ServerFailure | RawBody] = [
-            ServerReply(item) if isinstance(item, str) else item for item in script
-        ]
+    def __init__(self, script: Iterable[ScriptItem] = (), *, rules: Rules | None = None) -> None:
+        self.script: list[_Item] = [_item(item) for item in script]
+        self.rules = rules
+        """Answers the requests after the script's (None: those get an HTTP 400)."""
         self.requests: list[dict[str, Any]] = []
         """Every request body received, in order (retries included)."""
+        self.rule_errors: list[str] = []
+        """What `rules` raised, if it ever did (such a request gets an HTTP 400 saying so)."""
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._port: int | None = None
@@ -145,6 +192,7 @@ class _CompatibleServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
+        self._stopping.clear()
         self._socket = sock
         self._port = sock.getsockname()[1]
         app = Starlette(routes=[Route(self.api_path, self._handle, methods=["POST"])])
@@ -181,6 +229,7 @@ class _CompatibleServer:
         self._stop()
 
     def _stop(self) -> None:
+        self._stopping.set()  # held requests are let go: uvicorn waits for them to end
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -196,7 +245,18 @@ class _CompatibleServer:
         with self._lock:
             self.requests.append(body)
             number = len(self.requests)
-        if number > len(self.script):
+        if number <= len(self.script):
+            item = self.script[number - 1]
+        elif self.rules is not None:
+            try:
+                item = _item(self.rules(body))
+            except Exception as error:
+                # A bug in a test's rules: a 400 (never retried) that says so, kept for the test.
+                problem = f"{type(self).__name__}: rules raised {type(error).__name__}: {error}"
+                with self._lock:
+                    self.rule_errors.append(problem)
+                return JSONResponse(self.error_body(400, problem), status_code=400)
+        else:
             return JSONResponse(
                 self.error_body(
                     400,
@@ -205,7 +265,28 @@ class _CompatibleServer:
                 ),
                 status_code=400,
             )
-        item = self.script[number - 1]
+        if isinstance(item, Hang):
+            item = await self._hold(item)
+        return self._respond(item, number, body)
+
+    async def _hold(self, hang: Hang) -> ServerReply | ServerFailure | RawBody:
+        """Wait out `hang` (or until the server stops); what to answer then."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + hang.seconds
+        while not self._stopping.is_set():
+            left = until - loop.time()
+            if left <= 0:
+                if hang.then is None:
+                    return ServerFailure(504, f"held for {hang.seconds:g}s")
+                answer = _item(hang.then)
+                assert not isinstance(answer, Hang)
+                return answer
+            await asyncio.sleep(min(left, _HOLD_STEP))
+        return ServerFailure(503, "the server is stopping")
+
+    def _respond(
+        self, item: ServerReply | ServerFailure | RawBody, number: int, body: dict[str, Any]
+    ) -> Response:
         if isinstance(item, RawBody):
             text = item.body if isinstance(item.body, str) else json.dumps(item.body)
             return Response(text, status_code=item.status, media_type=item.content_type)
@@ -361,11 +442,12 @@ class AnthropicCompatibleServer(_CompatibleServer):
     api_path = "/v1/messages"
     base_path = ""
 
-    def __init__(self, script: Iterable[ScriptItem] = ()) -> None:
-        super().__init__(script)
+    def __init__(self, script: Iterable[ScriptItem] = (), *, rules: Rules | None = None) -> None:
+        super().__init__(script, rules=rules)
         for item in self.script:  # fail here, not as an HTTP 500 in the middle of a test
-            if isinstance(item, ServerReply):
-                for call in item.calls:
+            answer = _item(item.then) if isinstance(item, Hang) and item.then else item
+            if isinstance(answer, ServerReply):
+                for call in answer.calls:
                     _tool_input(call)
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:

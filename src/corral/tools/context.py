@@ -24,3 +24,5 @@ class ToolContext:
     approved_by: str | None = None
     """Who approved this call, when it needed approval (a policy's, or the tool's own request
     for review: a tool that raised `ApprovalRequired` is called again with this set)."""
+    approval_note: str | None = None
+    """What the approver wrote with the decision (the human's answer, for `ask_human`)."""

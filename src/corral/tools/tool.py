@@ -28,6 +28,7 @@ from typing import Any, Literal, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from corral.engine.retries import RetryRule
 from corral.errors import AgentDefinitionError, ToolArgumentsInvalid
 from corral.models.messages import ToolSpec
 from corral.tools.context import ToolContext
@@ -42,6 +43,8 @@ class ToolDefinition(ToolSpec):
     scopes: tuple[str, ...] = ()
     at_most_once: bool = False
     """Never call twice: a crash while it was in flight stops the run for a person to settle."""
+    timeout: float | None = None
+    """Seconds one call may take before it is abandoned (`StepTimeout`); None: the agent's."""
 
 
 class _Arguments(BaseModel):
@@ -57,6 +60,8 @@ class Tool:
     arguments_model: type[BaseModel]
     context_parameter: str | None = None
     _is_async: bool = field(default=False, repr=False)
+    retry: RetryRule | None = None
+    """How a failed call is retried (a `corral.reliability.RetryPolicy`); None: the agent's."""
 
     @property
     def name(self) -> str:
@@ -72,6 +77,8 @@ class Tool:
         risk: Risk = "low",
         scopes: Iterable[str] = (),
         at_most_once: bool = False,
+        timeout: float | None = None,
+        retry: RetryRule | None = None,
     ) -> Tool:
         tool_name = fn.__name__ if name is None else name
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tool_name):
@@ -109,8 +116,9 @@ class Tool:
             risk=risk,
             scopes=tuple(scopes),
             at_most_once=at_most_once,
+            timeout=timeout,
         )
-        return cls(definition, fn, model, context_parameter, inspect.iscoroutinefunction(fn))
+        return cls(definition, fn, model, context_parameter, inspect.iscoroutinefunction(fn), retry)
 
     def validate(self, arguments: str | Mapping[str, Any]) -> dict[str, Any]:
         """Parse and validate a call's arguments; `ToolArgumentsInvalid` says what is wrong."""
@@ -170,6 +178,8 @@ def tool(
     risk: Risk = "low",
     scopes: Iterable[str] = (),
     at_most_once: bool = False,
+    timeout: float | None = None,
+    retry: RetryRule | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -180,6 +190,8 @@ def tool(
     risk: Risk = "low",
     scopes: Iterable[str] = (),
     at_most_once: bool = False,
+    timeout: float | None = None,
+    retry: RetryRule | None = None,
 ) -> Any:
     """Make a function (sync or async) a tool.
 
@@ -189,6 +201,11 @@ def tool(
         risk: `low`, `medium` or `high`; policies (governance) can decide on it.
         scopes: The permissions the tool needs, e.g. `["payments:refund"]`.
         at_most_once: Never call it twice; a crash mid-call stops the run for reconciliation.
+            Such a tool is never retried automatically either.
+        timeout: Seconds one call may take before it is abandoned (`StepTimeout`); None: the
+            agent's `tool_timeout`.
+        retry: How failed calls are retried (`corral.reliability.RetryPolicy`); None: the
+            agent's `retry`.
     """
 
     def decorate(inner: Callable[..., Any]) -> Tool:
@@ -199,6 +216,8 @@ def tool(
             risk=risk,
             scopes=scopes,
             at_most_once=at_most_once,
+            timeout=timeout,
+            retry=retry,
         )
 
     if fn is not None:

@@ -15,7 +15,7 @@ import datetime as dt
 
 import genai_prices
 
-from corral.models import Usage
+from corral.models.messages import Usage
 
 FREE_PROVIDERS = frozenset({"scripted"})
 """Providers whose calls cost nothing (the scripted model of tests and demos)."""

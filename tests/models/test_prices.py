@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from corral.governance.costs import cost_usd, known
 from corral.models import Usage
+from corral.models.prices import cost_usd, known
 
 USAGE = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
 
