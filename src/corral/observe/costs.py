@@ -17,27 +17,32 @@ Every model call counts exactly once in a report, under one key:
 - `model`: the model that answered (`provider:name`).
 
 So the rows of one report partition the same set of calls: their sums (calls, tokens, dollars)
-are the same whatever `by` is. A row's `runs` counts the distinct runs its calls were made in:
-for `workflow`, `tenant` and `user` the *root* runs (each tree counts once), for `agent` and
-`model` the runs themselves. `since` and `until` select calls by when they finished.
+are the same whatever `by` is. A row's `runs` counts the runs whose first call under its key
+finished in the window: for `workflow`, `tenant` and `user` the *root* runs (each tree counts
+once, at its first call), for `agent` and `model` the runs themselves (at their first call of
+that agent or model). Over all time that is every run with a call under the key. `since` and
+`until` select calls by when they finished.
 
 `run_cost` totals one run's tree: its own calls plus every descendant's (delegated agents, child
 workflows, at any depth), each exactly once, split by run, agent and model.
 
 How it stays fast on a large journal: the database decodes each model call's model and tokens
 (generated columns `call_model`, `call_input_tokens`, `call_output_tokens` of `steps`, migration
-0005) and a partial covering index holds them, so a report is one aggregate query over that
-index (plus a join to `runs` for workflow, tenant and user) that returns one row per key, model
-and *price band*, which are priced here. Pricing a sum of calls equals summing the prices of the
-calls because, within one band, a price is linear in tokens (and in calls, for a per-request
-fee): the bands are cut at every token threshold `genai-prices` knows (a "price above 200k input
-tokens" tier applies to a whole call). A model whose price changed inside the reported period
-(a new price from a date, or an off-peak price by time of day) is priced call by call instead.
+0005), and whole days are read from the daily roll-up (`corral.observe.cost_days`), so a report
+is one aggregate statement over a few thousand summed rows and the calls of the days the window
+cuts. It returns one row per key, model and *price band*, which are priced here. Pricing a sum
+of calls equals summing the prices of the calls because, within one band, a price is linear in
+tokens (and in calls, for a per-request fee): the bands are cut at every token threshold
+`genai-prices` knows (a "price above 200k input tokens" tier applies to a whole call). A model
+whose price changed inside the reported period (a new price from a date, or an off-peak price by
+time of day) is priced call by call instead.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -45,12 +50,20 @@ from functools import cache
 from typing import Any, Literal, get_args
 
 import genai_prices
-from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstraint, TieredPrices
+from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstraint
 
 from corral.errors import UsageError
 from corral.models.messages import Usage
 from corral.models.prices import FREE_PROVIDERS, cost_usd
+from corral.observe.cost_days import (
+    DAY_SECONDS,
+    band_sql,
+    calls_between,
+    day_of,
+    roll_up,
+    stale_days,
+)
+from corral.observe.search import catch_up
 from corral.store import Store
 from corral.store.scripts import Dialect, Script, Statement
 
@@ -70,7 +83,8 @@ class CostRow:
     """What the calls are grouped under; None for calls of runs nobody was recorded starting
     (`by="user"`)."""
     runs: int
-    """Distinct runs the calls were made in (root runs for workflow, tenant and user)."""
+    """Runs whose first call under this key is among the calls (root runs for workflow, tenant
+    and user; see the module's docstring)."""
     model_calls: int
     input_tokens: int
     output_tokens: int
@@ -108,6 +122,7 @@ async def cost_report(
     since: float | None = None,
     until: float | None = None,
     tenant: str | None = None,
+    index_first: bool = True,
 ) -> list[CostRow]:
     """What model calls cost, grouped by `by` (see the module's table), most expensive first.
 
@@ -117,14 +132,22 @@ async def cost_report(
         since: Only calls that finished at or after this time (seconds since the epoch).
         until: Only calls that finished before this time.
         tenant: Only calls of this tenant's runs; None: every tenant.
+        index_first: Bring the daily roll-up up to date first (`corral.observe.cost_days`);
+            without it the report is as exact, and slower when many days are out of date.
 
     Raises:
         UsageError: `by` is not one of `COST_DIMENSIONS`.
     """
     if by not in COST_DIMENSIONS:
         raise UsageError(f"cost report by {by!r}: choose one of {', '.join(COST_DIMENSIONS)}")
+    now = time.time()
+    if index_first:
+        await catch_up(store)
+        await roll_up(store, now=now)
     return await store.read_script(
-        lambda dialect: _report(by=by, since=since, until=until, tenant=tenant, dialect=dialect)
+        lambda dialect: _report(
+            by=by, since=since, until=until, tenant=tenant, now=now, dialect=dialect
+        )
     )
 
 
@@ -150,18 +173,24 @@ def total_of(rows: Iterable[CostRow], *, key: str | None = None) -> CostRow:
 # -- the report --------------------------------------------------------------------------------
 
 _KEYS: dict[CostDimension, str] = {
-    "agent": "s.name",
-    "model": "s.call_model",
-    "tenant": "r.tenant",
-    "user": "r.started_by",
-    "workflow": "coalesce(root.workflow, r.workflow)",
+    "agent": "agent",
+    "model": "model",
+    "tenant": "tenant",
+    "user": "started_by",
+    "workflow": "workflow",
 }
-"""The SQL of each dimension's key. Tenant and user are read from the call's own run: a child
-run is created in its parent's tenant and carries its parent's `started_by`, so they are the
-root's (the engine's `_start_child`)."""
+"""Each dimension's key among the columns of `cost_days` and of `calls_between`. Tenant and user
+are read from the call's own run: a child run is created in its parent's tenant and carries its
+parent's `started_by`, so they are the root's (the engine's `_start_child`)."""
 
-_TREE_KEYED: frozenset[CostDimension] = frozenset({"workflow", "tenant", "user"})
-"""Dimensions whose key belongs to a tree of runs: their `runs` counts root runs."""
+_FIRSTS: dict[CostDimension, tuple[str, str]] = {
+    "agent": ("agent_runs", "agent_first"),
+    "model": ("model_runs", "model_first"),
+    "tenant": ("tree_runs", "tree_first"),
+    "user": ("tree_runs", "tree_first"),
+    "workflow": ("tree_runs", "tree_first"),
+}
+"""Which first-call count (in `cost_days`) and flag (in `calls_between`) counts a key's runs."""
 
 
 def _report(
@@ -170,6 +199,7 @@ def _report(
     since: float | None,
     until: float | None,
     tenant: str | None,
+    now: float,
     dialect: Dialect,
 ) -> Script[list[CostRow]]:
     if dialect == "postgresql":
@@ -177,40 +207,62 @@ def _report(
         # skip JIT compilation, which costs more than it saves on a query of this size.
         yield Statement("SET LOCAL work_mem = '64MB'")
         yield Statement("SET LOCAL jit = off")
+    start = since if since is not None else 0.0
     key = _KEYS[by]
-    joins = ""
-    if by in _TREE_KEYED or tenant is not None:
-        joins += " JOIN runs r ON r.run_id = s.run_id"
-    if by == "workflow":
-        joins += " LEFT JOIN runs root ON root.run_id = r.root_run_id"
-    where, params = _calls_where(since=since, until=until, tenant=tenant)
-    source = f"FROM steps s{joins} WHERE {where}"
+    summed, flag = _FIRSTS[by]
+    # Whole days inside the window, before today, are read from the roll-up (less those out of
+    # date); the rest of the window from the journal.
+    first_day = math.ceil(start / DAY_SECONDS)
+    end_day = day_of(now) if until is None else min(day_of(now), math.floor(until / DAY_SECONDS))
+    parts: list[str] = []
+    params: list[Any] = []
+    journal: list[tuple[float, float | None]] = []
+    if first_day < end_day:
+        stale = yield from stale_days(first_day, end_day)
+        part = (
+            f"SELECT {key} AS k, model, band, calls, input_tokens, output_tokens, first_at,"
+            f" last_at, {summed} AS firsts FROM cost_days WHERE day >= ? AND day < ?"
+        )
+        params += [first_day, end_day]
+        if tenant is not None:
+            part += " AND tenant = ?"
+            params.append(tenant)
+        if stale:
+            part += f" AND day NOT IN ({', '.join('?' for _ in stale)})"
+            params += sorted(stale)
+        parts.append(part)
+        journal.append((start, first_day * DAY_SECONDS))
+        journal += [(day * DAY_SECONDS, (day + 1) * DAY_SECONDS) for day in sorted(stale)]
+        journal.append((end_day * DAY_SECONDS, until))
+    else:
+        journal.append((start, until))
+    for begin, finish in _merged(journal):
+        calls, more = calls_between(begin, finish, tenant=tenant)
+        parts.append(
+            f"SELECT {key} AS k, model, band, 1 AS calls, input_tokens, output_tokens,"
+            f" finished_at AS first_at, finished_at AS last_at, {flag} AS firsts FROM ({calls}) c"
+        )
+        params += more
+    union = " UNION ALL ".join(parts)
     result = yield Statement(
-        f"SELECT {key}, s.call_model, {_band_sql()}, count(*),"
-        " sum(s.call_input_tokens), sum(s.call_output_tokens),"
-        f" min(s.finished_at), max(s.finished_at) {source} GROUP BY 1, 2, 3",
+        "SELECT k, model, band, sum(calls), sum(input_tokens), sum(output_tokens),"
+        f" min(first_at), max(last_at), sum(firsts) FROM ({union}) u GROUP BY k, model, band",
         params,
     )
-    groups = [_Group((row[0],), *row[1:]) for row in result.rows]
+    runs: dict[Any, int] = {}
+    for row in result.rows:
+        runs[row[0]] = runs.get(row[0], 0) + int(row[8] or 0)
+    groups = [_Group((row[0],), *row[1:8]) for row in result.rows]
     priced, per_call_models = _price_groups(groups)
     if per_call_models:
         marks = ", ".join("?" for _ in per_call_models)
-        calls = yield Statement(
-            f"SELECT {key}, s.call_model, coalesce(s.call_input_tokens, 0),"
-            f" coalesce(s.call_output_tokens, 0), s.finished_at {source}"
-            f" AND s.call_model IN ({marks})",
-            (*params, *per_call_models),
+        calls, more = calls_between(start, until, tenant=tenant, firsts=False)
+        found = yield Statement(
+            f"SELECT {key}, model, coalesce(input_tokens, 0), coalesce(output_tokens, 0),"
+            f" finished_at FROM ({calls}) c WHERE model IN ({marks})",
+            (*more, *per_call_models),
         )
-        priced += _price_calls(((row[0],), *row[1:]) for row in calls.rows)
-    run_of = "coalesce(r.root_run_id, r.run_id)" if by in _TREE_KEYED else "s.run_id"
-    if dialect == "postgresql":  # PostgreSQL's count(DISTINCT) sorts; DISTINCT can hash
-        counting = f"SELECT k, count(*) FROM (SELECT DISTINCT {key} AS k, {run_of} {source}) d"
-        counted = yield Statement(f"{counting} GROUP BY k", params)
-    else:
-        counted = yield Statement(
-            f"SELECT {key}, count(DISTINCT {run_of}) {source} GROUP BY 1", params
-        )
-    runs = {row[0]: int(row[1]) for row in counted.rows}
+        priced += _price_calls(((row[0],), *row[1:]) for row in found.rows)
     rows = [
         _row(_key_name(by, raw), runs.get(raw, 0), cells)
         for raw, cells in _by_position(priced, 0).items()
@@ -218,19 +270,17 @@ def _report(
     return _ordered(rows)
 
 
-def _calls_where(
-    *, since: float | None, until: float | None, tenant: str | None
-) -> tuple[str, list[Any]]:
-    # The finished_at condition is always there so the planner reads the covering index.
-    where = ["s.call_model IS NOT NULL", "s.finished_at >= ?"]
-    params: list[Any] = [since if since is not None else 0.0]
-    if until is not None:
-        where.append("s.finished_at < ?")
-        params.append(until)
-    if tenant is not None:
-        where.append("r.tenant = ?")
-        params.append(tenant)
-    return " AND ".join(where), params
+def _merged(spans: list[tuple[float, float | None]]) -> list[tuple[float, float | None]]:
+    """`spans` (in order, None: no end) without empty ones, touching ones joined."""
+    merged: list[tuple[float, float | None]] = []
+    for begin, finish in spans:
+        if finish is not None and finish <= begin:
+            continue
+        if merged and merged[-1][1] is not None and merged[-1][1] >= begin:
+            merged[-1] = (merged[-1][0], finish)
+        else:
+            merged.append((begin, finish))
+    return merged
 
 
 def _key_name(by: CostDimension, raw: Any) -> str | None:
@@ -260,7 +310,7 @@ def _run_tree_cost(run_id: str) -> Script[RunCost | None]:
         return None
     source = "FROM tree JOIN steps s ON s.run_id = tree.run_id WHERE s.call_model IS NOT NULL"
     result = yield Statement(
-        f"{_TREE} SELECT s.run_id, s.name, s.call_model, {_band_sql()}, count(*),"
+        f"{_TREE} SELECT s.run_id, s.name, s.call_model, {band_sql()}, count(*),"
         " sum(s.call_input_tokens), sum(s.call_output_tokens),"
         f" min(s.finished_at), max(s.finished_at) {source} GROUP BY 1, 2, 3, 4",
         (run_id,),
@@ -450,40 +500,6 @@ def _steady(info: ModelInfo, first_at: float, last_at: float) -> bool:
         if constraint.active(first) != constraint.active(last):
             return False
     return True
-
-
-@cache
-def _tier_starts() -> tuple[int, ...]:
-    """Every input-token threshold of a tiered price `genai-prices` knows, ascending."""
-    starts: set[int] = set()
-    for provider in data_snapshot.get_snapshot().providers:
-        for model in provider.models:
-            prices = model.prices
-            entries = [prices] if isinstance(prices, ModelPrice) else [c.prices for c in prices]
-            entries += [variant.prices for variant in model.price_variants or ()]
-            for entry in entries:
-                for value in vars(entry).values():
-                    if isinstance(value, TieredPrices):
-                        starts.update(int(tier.start) for tier in value.tiers)
-    return tuple(sorted(starts))
-
-
-@cache
-def _band_sql() -> str:
-    """SQL for a call's price band: how many tier thresholds its input tokens are above.
-
-    A tier applies to a call whose input tokens are *above* its start (`genai-prices`), so calls
-    in one band get the same tier of every tiered price. The thresholds are integers from the
-    price data, written into the SQL; the smallest first, as most calls are below it.
-    """
-    tokens = "s.call_input_tokens"
-    starts = _tier_starts()
-    if not starts:
-        return "0"
-    whens = " ".join(
-        f"WHEN {tokens} <= {start:d} THEN {band:d}" for band, start in enumerate(starts)
-    )
-    return f"CASE {whens} WHEN {tokens} > {starts[-1]:d} THEN {len(starts):d} ELSE 0 END"
 
 
 # -- rows --------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from corral.errors import UsageError
+from corral.observe.cost_days import mark_stale
 from corral.observe.journal_view import step_view
 from corral.store import RUN_STATUSES, StepKind, StepRecord, StepStatus, Store
 from corral.store.scripts import Dialect, Script, Statement
@@ -331,7 +332,8 @@ _CHANGES = (
     "SELECT c.change_id, c.run_id, c.seq, r.tenant, r.workflow, r.created_at,"
     " CASE WHEN c.seq IS NULL THEN r.input END, CASE WHEN c.seq IS NULL THEN r.result END,"
     " CASE WHEN c.seq IS NULL THEN r.error END, s.kind, s.name, s.status, s.detail, s.result,"
-    " s.error, r.status FROM search_changes c LEFT JOIN runs r ON r.run_id = c.run_id"
+    " s.error, r.status, s.finished_at, s.call_model FROM search_changes c"
+    " LEFT JOIN runs r ON r.run_id = c.run_id"
     " LEFT JOIN steps s ON s.run_id = c.run_id AND s.seq = c.seq WHERE c.change_id <= ?"
     " ORDER BY c.change_id LIMIT ?"
 )
@@ -408,6 +410,8 @@ def index_changes(limit: int, *, up_to: int | None = None, dialect: Dialect) -> 
     if settled:
         yield Statement("UPDATE search_runs SET status = ? WHERE run_key = ?", settled, many=True)
     yield from _write_documents(documents, dialect)
+    # The daily cost roll-up follows the same notes: a model call's day must be summed again.
+    yield from mark_stale(float(row[16]) for row in found.rows if row[17] is not None)
     yield Statement(
         "DELETE FROM search_changes WHERE change_id = ?", [(r[0],) for r in found.rows], many=True
     )

@@ -1,0 +1,232 @@
+"""The daily cost roll-up: model calls summed per UTC day, so cost reports stay fast.
+
+A cost report over a month of a busy fleet would otherwise add up hundreds of thousands of model
+calls. `cost_days` (migration 0008) holds, per UTC day, the sums of that day's calls per tenant,
+root workflow, starting principal, agent, model and price band: a few thousand rows for a month.
+A report (`corral.observe.costs`) reads whole days from it and the rest from the journal: the
+part of the first and last day its window cuts, today (never rolled up: it is still changing)
+and any day whose roll-up is out of date. Both parts are summed by one statement.
+
+How the roll-up follows the journal. The search indexer already reads every change note the
+journal's triggers write (`search_changes`); for each one that is a model call it marks the call's
+day in `cost_days_stale`. `roll_up` re-sums each marked day that is over from the journal, and
+unmarks it unless a newer note marked it again meanwhile. A report treats as out of date both the
+marked days and the days of notes not indexed yet, so it never reads a stale sum. The roll-up
+adds nothing to the engine's writes: the notes are written anyway, for search.
+
+Counting runs by adding rows. A row cannot hold a set of run ids, so each call says whether it
+is its run's first call of its agent (`agent_runs`), of its model (`model_runs`) and its tree's
+first call at all (`tree_runs`); a report counts the runs whose first call of its key is in the
+window by adding those flags. Over all time that is every run with a call; over a window, the
+runs that made their first such call in it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from functools import cache, partial
+
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice, TieredPrices
+
+from corral.store import Store
+from corral.store.scripts import Dialect, Script, Statement
+
+DAY_SECONDS = 86_400
+"""One roll-up day, in seconds (UTC days: a day starts at a multiple of it)."""
+
+_PG_LOCK = 7008
+"""Advisory lock key: one roll-up at a time per schema on PostgreSQL."""
+
+CALL_COLUMNS = (
+    "tenant",
+    "workflow",
+    "started_by",
+    "agent",
+    "model",
+    "band",
+    "input_tokens",
+    "output_tokens",
+    "finished_at",
+    "agent_first",
+    "model_first",
+    "tree_first",
+)
+"""What `calls_between` selects per model call."""
+
+
+def day_of(moment: float) -> int:
+    """The roll-up day of a moment (seconds since the epoch)."""
+    return math.floor(moment / DAY_SECONDS)
+
+
+def calls_between(
+    start: float, end: float | None, *, tenant: str | None = None, firsts: bool = True
+) -> tuple[str, list[object]]:
+    """SQL selecting each model call that finished in [start, end) with `CALL_COLUMNS`, and its
+    parameters.
+
+    The `*_first` flags are 1 on a run's first call of its agent and of its model, and on its
+    tree's first call: first within [start, end) by the window functions, and first of all
+    because the run (or its tree's root) was created at or after `start` or, for runs older than
+    that, no such call finished before `start`. Only runs that span `start` need that look back.
+    With `firsts=False` the flags are 0 and no window is computed (for pricing call by call).
+    """
+    where = ["s.call_model IS NOT NULL", "s.finished_at >= ?"]
+    params: list[object] = [start]
+    if end is not None:
+        where.append("s.finished_at < ?")
+        params.append(end)
+    if tenant is not None:
+        where.append("r.tenant = ?")
+        params.append(tenant)
+    inner = (
+        "SELECT r.tenant AS tenant, coalesce(root.workflow, r.workflow) AS workflow,"
+        " r.started_by AS started_by, s.name AS agent, s.call_model AS model,"
+        f" {band_sql()} AS band, s.call_input_tokens AS input_tokens,"
+        " s.call_output_tokens AS output_tokens, s.finished_at AS finished_at"
+    )
+    joins = (
+        " FROM steps s JOIN runs r ON r.run_id = s.run_id"
+        " LEFT JOIN runs root ON root.run_id = r.root_run_id"
+        f" WHERE {' AND '.join(where)}"
+    )
+    if not firsts:
+        return f"{inner}, 0 AS agent_first, 0 AS model_first, 0 AS tree_first{joins}", params
+    inner += (
+        ", s.run_id AS run_id, r.created_at AS created_at,"
+        " coalesce(r.root_run_id, r.run_id) AS tree, coalesce(root.created_at, r.created_at)"
+        " AS tree_created,"
+        " row_number() OVER (PARTITION BY s.run_id, s.name ORDER BY s.finished_at, s.seq)"
+        " AS agent_rank,"
+        " row_number() OVER (PARTITION BY s.run_id, s.call_model ORDER BY s.finished_at, s.seq)"
+        " AS model_rank,"
+        " row_number() OVER (PARTITION BY coalesce(r.root_run_id, r.run_id)"
+        " ORDER BY s.finished_at, s.run_id, s.seq) AS tree_rank"
+    )
+    # CASE, not OR: the look back runs only for the first call of a run older than `start`.
+    earlier = "SELECT 1 FROM steps e WHERE e.run_id = c.run_id AND e.finished_at < ? AND "
+    outer = (
+        "SELECT tenant, workflow, started_by, agent, model, band, input_tokens, output_tokens,"
+        " finished_at,"
+        " CASE WHEN agent_rank <> 1 THEN 0 WHEN created_at >= ? THEN 1"
+        f" WHEN EXISTS ({earlier}e.name = c.agent AND e.call_model IS NOT NULL) THEN 0"
+        " ELSE 1 END AS agent_first,"
+        " CASE WHEN model_rank <> 1 THEN 0 WHEN created_at >= ? THEN 1"
+        f" WHEN EXISTS ({earlier}e.call_model = c.model) THEN 0 ELSE 1 END AS model_first,"
+        " CASE WHEN tree_rank <> 1 THEN 0 WHEN tree_created >= ? THEN 1"
+        " WHEN EXISTS (SELECT 1 FROM runs t JOIN steps e ON e.run_id = t.run_id"
+        " WHERE t.root_run_id = c.tree AND e.finished_at < ? AND e.call_model IS NOT NULL)"
+        " THEN 0 ELSE 1 END AS tree_first"
+        f" FROM ({inner}{joins}) c"
+    )
+    return outer, [start, start, start, start, start, start, *params]
+
+
+async def roll_up(store: Store, *, now: float | None = None) -> int:
+    """Re-sum every out-of-date day that is over (before today, UTC); how many days."""
+    today = day_of(time.time() if now is None else now)
+    found = await store.read_script(lambda dialect: _stale_days(before=today))
+    done = 0
+    for day, marks in found:
+        if await store.run_script(partial(_roll_up_day, day, marks)):
+            done += 1
+    return done
+
+
+def mark_stale(finished: Iterable[float]) -> Script[None]:
+    """Mark the days of these model calls' finishing moments out of date (the search indexer
+    calls it, in the transaction that consumes the calls' change notes)."""
+    days = sorted({day_of(moment) for moment in finished})
+    if days:
+        yield Statement(
+            "INSERT INTO cost_days_stale (day, marks) VALUES (?, 1)"
+            " ON CONFLICT (day) DO UPDATE SET marks = cost_days_stale.marks + 1",
+            [(day,) for day in days],
+            many=True,
+        )
+
+
+def stale_days(start: int, end: int) -> Script[set[int]]:
+    """The days in [start, end) whose roll-up must not be read: marked out of date, or with a
+    model call whose change note is not indexed yet."""
+    marked = yield Statement(
+        "SELECT day FROM cost_days_stale WHERE day >= ? AND day < ?", (start, end)
+    )
+    pending = yield Statement(
+        "SELECT DISTINCT s.finished_at FROM search_changes c"
+        " JOIN steps s ON s.run_id = c.run_id AND s.seq = c.seq"
+        " WHERE s.call_model IS NOT NULL"
+    )
+    days = {int(row[0]) for row in marked.rows}
+    days.update(day_of(float(row[0])) for row in pending.rows)
+    return {day for day in days if start <= day < end}
+
+
+def _stale_days(*, before: int) -> Script[list[tuple[int, int]]]:
+    found = yield Statement(
+        "SELECT day, marks FROM cost_days_stale WHERE day < ? ORDER BY day", (before,)
+    )
+    return [(int(row[0]), int(row[1])) for row in found.rows]
+
+
+def _roll_up_day(day: int, marks: int, dialect: Dialect) -> Script[bool]:
+    """Re-sum `day` from the journal; unmark it if no note marked it since `marks` was read."""
+    if dialect == "postgresql":
+        locked = yield Statement(
+            f"SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), {_PG_LOCK})"
+        )
+        if not locked.scalar():
+            return False  # another roll-up is at work; it will re-sum this day
+    yield Statement("DELETE FROM cost_days WHERE day = ?", (day,))
+    calls, params = calls_between(day * DAY_SECONDS, (day + 1) * DAY_SECONDS)
+    yield Statement(
+        "INSERT INTO cost_days (day, tenant, workflow, started_by, agent, model, band, calls,"
+        " input_tokens, output_tokens, first_at, last_at, agent_runs, model_runs, tree_runs)"
+        " SELECT CAST(? AS BIGINT), tenant, workflow, started_by, agent, model, band, count(*),"
+        " sum(input_tokens), sum(output_tokens), min(finished_at), max(finished_at),"
+        " sum(agent_first), sum(model_first), sum(tree_first)"
+        f" FROM ({calls}) d GROUP BY tenant, workflow, started_by, agent, model, band",
+        (day, *params),
+    )
+    yield Statement("DELETE FROM cost_days_stale WHERE day = ? AND marks = ?", (day, marks))
+    return True
+
+
+@cache
+def _tier_starts() -> tuple[int, ...]:
+    """Every input-token threshold of a tiered price `genai-prices` knows, ascending."""
+    starts: set[int] = set()
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            prices = model.prices
+            entries = [prices] if isinstance(prices, ModelPrice) else [c.prices for c in prices]
+            entries += [variant.prices for variant in model.price_variants or ()]
+            for entry in entries:
+                for value in vars(entry).values():
+                    if isinstance(value, TieredPrices):
+                        starts.update(int(tier.start) for tier in value.tiers)
+    return tuple(sorted(starts))
+
+
+@cache
+def band_sql() -> str:
+    """SQL for a call's price band: how many tier thresholds its input tokens are above.
+
+    A tier applies to a call whose input tokens are *above* its start (`genai-prices`), so calls
+    in one band get the same tier of every tiered price. The thresholds are integers from the
+    price data, written into the SQL; the smallest first, as most calls are below it.
+    """
+    tokens = "s.call_input_tokens"
+    starts = _tier_starts()
+    if not starts:
+        return "0"
+    whens = " ".join(
+        f"WHEN {tokens} <= {start:d} THEN {band:d}" for band, start in enumerate(starts)
+    )
+    return f"CASE {whens} WHEN {tokens} > {starts[-1]:d} THEN {len(starts):d} ELSE 0 END"
+
+
+__all__ = ["DAY_SECONDS", "band_sql", "calls_between", "day_of", "mark_stale", "roll_up"]
