@@ -42,6 +42,18 @@ async def logged_refund(ctx: RunContext, order: str) -> str:
     return done
 
 
+@workflow
+async def logged_parent(ctx: RunContext, order: str) -> str:
+    """Hands the refund to a child run."""
+    done: str = await ctx.run_child(logged_child, order)
+    return done
+
+
+@workflow
+async def logged_child(ctx: RunContext, order: str) -> str:
+    return await ctx.step(send_refund, order, name="send_refund")
+
+
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
@@ -172,3 +184,15 @@ async def _create(url: str) -> None:
     store = SQLiteStore(url)
     await store.open()
     await store.close()
+
+
+async def test_a_child_runs_lines_carry_its_roots_trace_id(corral: Corral) -> None:
+    stream = io.StringIO()
+    with logging_configured("json", "INFO", logger=log.name, stream=stream):
+        handle = await corral.start(logged_parent, "A-2")
+        await corral.run_until_idle()
+    assert await handle.wait_for_result() == "refunded A-2"
+    (sent,) = lines(stream)
+    assert sent["run_id"] != handle.run_id  # written in the child run
+    assert sent["trace_id"] == trace_id_for(handle.run_id)  # in the root's trace
+    assert sent["span_id"] == span_id_for(sent["run_id"], 1)

@@ -119,6 +119,7 @@ async def test_create_run(store: Store) -> None:
         "lease_expires_at": None,
         "claims": 0,
         "started_by": "ada",
+        "root_run_id": new.run_id,  # a run without a parent is its own tree's root
     }
     assert await store.get_run(new.run_id) == run
     assert await store.get_run("no-such-run") is None
@@ -457,6 +458,7 @@ async def test_finishing_a_child_wakes_its_waiting_parent(store: Store) -> None:
     await store.suspend_run(parent.run_id, 1, wake_at=None, seen_wake_seq=0, now=T0)
     child_run = await claim_one(store, now=T0 + 1)
     assert child_run.run_id == child.run_id
+    assert child_run.root_run_id == parent.run_id  # the top of its tree, read back on claim
     assert (await get(store, parent.run_id)).wake_at is None
     await store.finish_run(child.run_id, 1, status="failed", result=None, error="{}", now=T0 + 2)
 

@@ -212,6 +212,12 @@ class RunContext:
         return self._clock
 
     @property
+    def root_run_id(self) -> str:
+        """The run at the top of this run's tree of child runs (this run, if it has no parent):
+        the run whose trace this one's steps belong to."""
+        return self._run.root_run_id or self.run_id
+
+    @property
     def is_replaying(self) -> bool:
         """True while the code re-executes steps that the journal already holds."""
         return self._next_seq <= self._last_recorded

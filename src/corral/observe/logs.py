@@ -19,8 +19,7 @@ workflow's own code) has no step; one written while the run replays its journal 
 `extra=` are kept. `configure_logging(format="json")` installs all of this on a logger (the
 root logger by default); `corral worker --log-format json` uses it.
 
-Known gap: a child run's lines carry its *own* run id's trace id, not its root's, because a run's
-context does not know its root run; `trace_id_for` of the root is what its spans use.
+A child run's lines carry its root run's trace id, as its spans do.
 """
 
 from __future__ import annotations
@@ -100,7 +99,9 @@ def run_fields(*, worker: str | None = None) -> dict[str, Any]:
         fields["step_name"] = step.name
         fields["attempt"] = step.attempt
     if "run_id" in fields:
-        fields["trace_id"] = trace_id_for(fields["run_id"])
+        # A child run's steps are spans of its root's trace (`corral.observe.traces`).
+        root = ctx.root_run_id if ctx is not None else fields["run_id"]
+        fields["trace_id"] = trace_id_for(root)
         fields["span_id"] = span_id_for(fields["run_id"], fields.get("step_seq"))
         if ctx is not None and step is None and ctx.is_replaying:
             fields["replaying"] = True

@@ -71,6 +71,9 @@ class RunRecord:
     claims: int
     started_by: str | None
     """Who started the run (None: not recorded); a child run carries its parent's."""
+    root_run_id: str | None = None
+    """The top of the run's tree of child runs (the run itself for a run without a parent);
+    None for runs journaled before it was recorded."""
 
     @property
     def finished(self) -> bool:

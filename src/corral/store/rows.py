@@ -16,7 +16,7 @@ CANCELLED_ERROR = json.dumps({"code": "cancelled", "type": "Cancelled", "message
 RUN_COLUMNS = (
     "run_id, tenant, workflow, workflow_version, status, input, result, error, idempotency_key,"
     " parent_run_id, parent_step_seq, created_at, updated_at, wake_at, wake_seq, lease_owner,"
-    " lease_epoch, lease_expires_at, claims, started_by"
+    " lease_epoch, lease_expires_at, claims, started_by, root_run_id"
 )
 STEP_COLUMNS = (
     "run_id, seq, kind, name, status, at_most_once, detail, result, error, started_at, finished_at"
