@@ -43,6 +43,7 @@ from psycopg import sql
 
 from bench.engine_bench import Row, concurrent_steps_per_second, durable_per_step
 from bench.postgres_bench import DEFAULT_URL, URL_ENV, fresh_schema, unreachable
+from corral.observe.cost_days import roll_up
 from corral.observe.costs import cost_report, run_cost
 from corral.observe.search import catch_up, search_runs
 from corral.observe.traces import load_trace
@@ -51,8 +52,9 @@ from corral.store.postgresql import parse_postgres_url
 
 STEPS_ENV = "CORRAL_BENCH_STEPS"
 DAY = 86_400.0
-NOW = 1_800_000_000.0
-"""The data's present: runs were created in the 30 days before it."""
+NOW = float(int(time.time()))
+"""The data's present: runs were created in the 30 days before it (so the last of them today,
+which cost reports read from the journal, not from the daily roll-up)."""
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
 AGENTS = ("refunds", "shipping", "billing", "support", "returns", "fraud", "catalog", "triage")
 TOOLS = (
@@ -506,16 +508,28 @@ async def time_queries(store: Store, label: str, queries: list[tuple[str, Query]
     return rows
 
 
-async def index_all(store: Store, label: str, steps: int) -> Row:
+async def index_all(store: Store, label: str, steps: int) -> list[Row]:
+    """The first catch-up of the search index, then the first daily cost roll-up."""
     started = time.perf_counter()
     changes = await catch_up(store, batch=2000)
     elapsed = time.perf_counter() - started
-    return Row(
-        f"{label}: catch-up indexing of {steps:,} steps",
-        elapsed,
-        "s",
-        f"{changes:,} changes, {changes / elapsed:,.0f}/s (the warm-up; not in the query times)",
-    )
+    started = time.perf_counter()
+    days = await roll_up(store)
+    summed = time.perf_counter() - started
+    return [
+        Row(
+            f"{label}: catch-up indexing of {steps:,} steps",
+            elapsed,
+            "s",
+            f"{changes:,} changes, {changes / elapsed:,.0f}/s (the warm-up; not in query times)",
+        ),
+        Row(
+            f"{label}: first cost roll-up",
+            summed,
+            "s",
+            f"{days} days summed (the warm-up; not in the query times)",
+        ),
+    ]
 
 
 async def sqlite_rows(folder: Path, steps: int) -> list[Row]:
@@ -536,7 +550,7 @@ async def sqlite_rows(folder: Path, steps: int) -> list[Row]:
     store = open_store(url)
     await store.open()
     try:
-        rows.append(await index_all(store, "sqlite", made))
+        rows += await index_all(store, "sqlite", made)
         rows += await time_queries(store, "sqlite", QUERIES)
     finally:
         await store.close()
@@ -566,7 +580,7 @@ async def postgres_rows(base_url: str, steps: int) -> list[Row]:
         store = open_store(url)
         await store.open()
         try:
-            rows.append(await index_all(store, "pg", made))
+            rows += await index_all(store, "pg", made)
             await _vacuum(url)
             rows += await time_queries(store, "pg", QUERIES)
         finally:
@@ -580,7 +594,8 @@ async def _vacuum(url: str) -> None:
     conninfo, schema = parse_postgres_url(url)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        for table in ("search_docs", "search_runs", "search_run_tags", "search_changes"):
+        tables = ("search_docs", "search_runs", "search_run_tags", "search_changes", "cost_days")
+        for table in tables:
             await conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
 
 

@@ -23,6 +23,7 @@ from corral.cli.exits import reporting_errors
 from corral.cli.reading import parse_moment, reading
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso, output_redactor
+from corral.observe.cost_days import roll_up
 from corral.observe.search import MATCH_END, MATCH_START, SearchHit, catch_up, search_runs
 from corral.store import RUN_STATUSES, Store
 
@@ -167,15 +168,23 @@ def index_command(
     ctx: typer.Context,
     json_output: JsonOption = False,
 ) -> None:
-    """Bring the search index up to date with the journal."""
+    """Bring the search index and the daily cost roll-up up to date with the journal.
+
+    Searches and cost reports do this themselves before they answer; run it after migrating a
+    database with history, or periodically, so that they answer at once.
+    """
     settings = Settings.of(ctx)
     started = time.perf_counter()
-    indexed = run_async(lambda: reading(settings, "index runs for search", catch_up))
+
+    async def index(store: Store) -> tuple[int, int]:
+        return await catch_up(store), await roll_up(store)
+
+    indexed, days = run_async(lambda: reading(settings, "index runs for search", index))
     elapsed = time.perf_counter() - started
     if json_output:
-        typer.echo(dumps({"indexed": indexed, "seconds": round(elapsed, 3)}))
+        typer.echo(dumps({"indexed": indexed, "cost_days": days, "seconds": round(elapsed, 3)}))
         return
-    typer.echo(f"indexed {indexed} change(s) in {elapsed:.2f}s")
+    typer.echo(f"indexed {indexed} change(s), summed {days} day(s) of costs in {elapsed:.2f}s")
 
 
 def _hit_json(hit: SearchHit, redact: Redact) -> dict[str, Any]:
