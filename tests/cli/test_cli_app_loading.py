@@ -12,7 +12,7 @@ import pytest
 
 from corral import RunContext, UsageError, workflow
 from corral.agents import Agent
-from corral.cli.app_loading import DEMO_MODULE, load_workflows
+from corral.control.app_loading import DEMO_MODULE, load_workflows
 from corral.models import ScriptedModel
 
 if TYPE_CHECKING:

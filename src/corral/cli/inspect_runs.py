@@ -17,13 +17,13 @@ import typer
 from corral import Workflow
 from corral.agents import Agent
 from corral.agents.replay import ReplayTask, agents_of, check_replayable, with_replay
-from corral.cli.app_loading import load_workflows
 from corral.cli.display import error_line
 from corral.cli.exits import ExitCode, exit_code_for_status, reporting_errors
 from corral.cli.reading import reading
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import decode, dumps, output_redactor, run_json
 from corral.cli.waiting import execute_until_settled
+from corral.control.app_loading import load_workflows
 from corral.errors import RunNotFound
 from corral.governance.identity import Principal, Role, authorize
 from corral.models import resolve_model

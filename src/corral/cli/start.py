@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from corral import InvalidInput, RunHandle
-from corral.cli.app_loading import load_workflows
 from corral.cli.display import error_line, waiting_for
 from corral.cli.exits import ExitCode, exit_code_for_status, reporting_errors
 from corral.cli.following import following
@@ -17,6 +16,7 @@ from corral.cli.inputs import read_input, takes_text
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import decode, dumps, run_json
 from corral.cli.waiting import WaitOutcome, execute_until_settled
+from corral.control.app_loading import load_workflows
 from corral.store import RunRecord, StepRecord
 
 EPILOG = """\

@@ -14,9 +14,9 @@ import typer
 
 from corral import Workflow
 from corral.agents.replay import with_replay
-from corral.cli.app_loading import load_workflows
 from corral.cli.exits import reporting_errors
 from corral.cli.session import Settings, on_stop_signals, run_async
+from corral.control.app_loading import load_workflows
 from corral.engine import WorkerStats
 from corral.engine.worker import new_worker_id
 from corral.observe.logs import FORMATS, LogFormat, logging_configured

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.app_loading import load_workflows
 from corral.cli.display import console, workflows_table
 from corral.cli.exits import reporting_errors
 from corral.cli.session import Settings
 from corral.cli.shapes import dumps, workflow_json
+from corral.control.app_loading import load_workflows
 
 EPILOG = """\
 Examples:
