@@ -183,3 +183,12 @@ def test_workflows_json(cli: Invoke) -> None:
     }
     assert by_name["nap"]["input_type"] == "float"
     assert by_name["approval"]["input_type"] == "dict[str, Any]"
+
+
+def test_signals_corral_sends_itself_are_refused(cli: Invoke) -> None:
+    waiting = cli("run", "approval", "-i", "{}", "--wait").stdout.splitlines()[0]
+    for name in ("approval:a1b2", "corral.cancel"):
+        refused = cli("signal", waiting, name, "--data", '{"status": "approved"}')
+        assert refused.exit_code == 2
+        assert "reserved for Corral" in refused.stderr
+    assert cli("runs", "show", waiting, "--json").json()["signals"] == []

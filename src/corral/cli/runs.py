@@ -6,17 +6,16 @@ from typing import Annotated, cast
 
 import typer
 
-from corral import RunAlreadyFinished
 from corral.cli.display import console, run_detail, runs_table
 from corral.cli.exits import fail as fail_usage
 from corral.cli.exits import reporting_errors
 from corral.cli.inputs import parse_json
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, run_detail_json, run_json
-from corral.governance.approvals import withdraw_for_run
 from corral.governance.identity import authorize
 from corral.governance.redaction import Redactor
 from corral.governance.retention import finished_runs, redact_run
+from corral.governance.run_control import cancel_governed
 from corral.store import RUN_STATUSES, RunRecord, RunStatus, SignalRecord, StepRecord
 from corral.store.scripts import Dialect, Script
 
@@ -143,33 +142,7 @@ def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOptio
 
     async def cancel() -> tuple[RunRecord, bool]:
         async with settings.corral(existing=True) as corral:
-            await corral.store.read_script(
-                lambda d: authorize(
-                    settings.tenant, settings.principal, "operator", action="cancel runs"
-                )
-            )
-            try:
-                run = await corral.cancel(run_id)
-            except RunAlreadyFinished:
-                run = await corral.get_run(run_id)
-                if run.status != "cancelled":
-                    raise
-                return run, False
-            # Approvals the run (or a child) waits for can never be used now: withdraw them.
-            children = await corral.list_runs(parent_run_id=run_id)
-            for cancelled in [run.run_id, *(child.run_id for child in children)]:
-
-                def withdraw(d: Dialect, cancelled: str = cancelled) -> Script[int]:
-                    return withdraw_for_run(
-                        cancelled,
-                        actor=f"human:{settings.principal}",
-                        reason="the run was cancelled",
-                        now=corral.clock.now(),
-                        dialect=d,
-                    )
-
-                await corral.store.run_script(withdraw)
-            return run, True
+            return await cancel_governed(corral, run_id, principal=settings.principal)
 
     run, cancelled_now = run_async(cancel)
     if json_output:

@@ -10,6 +10,7 @@ from corral.cli.exits import reporting_errors
 from corral.cli.inputs import parse_json
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, signal_json
+from corral.governance.run_control import send_signal
 from corral.store import RunRecord, SignalRecord
 
 EPILOG = """\
@@ -61,7 +62,7 @@ def signal_command(
 
     async def send() -> tuple[SignalRecord, RunRecord]:
         async with settings.corral(existing=True) as corral:
-            record = await corral.signal(run_id, name, value)
+            record = await send_signal(corral, run_id, name, value)
             return record, await corral.get_run(run_id)
 
     record, run = run_async(send)
