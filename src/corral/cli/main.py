@@ -19,19 +19,21 @@ from corral.cli import (
     demo,
     governance_admin,
     inspect_runs,
+    keys,
     observe_traces,
     policy,
     retention,
     runs,
     search,
+    server,
     signals,
     start,
     worker,
     workflows,
 )
-from corral.cli.app_loading import ensure_cwd_on_path
 from corral.cli.exits import EXIT_CODES_HELP
 from corral.cli.session import DEFAULT_BUSY_TIMEOUT, Settings
+from corral.control.app_loading import ensure_cwd_on_path
 from corral.store import DEFAULT_DATABASE_URL
 
 EPILOG = f"""\
@@ -169,6 +171,8 @@ inspect_runs.register(app, runs.runs_app)
 retention.register(app, runs.runs_app)
 costs.register(app, runs.runs_app)
 search.register(app, runs.runs_app)
+keys.register(app)
+server.register(app)
 
 
 def main() -> None:

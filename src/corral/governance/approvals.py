@@ -242,15 +242,23 @@ def get_approval(approval_id: str, *, lock: bool = False) -> Script[ApprovalRequ
 
 
 def list_approvals(
-    tenant: str, status: ApprovalStatus | None = None, limit: int = 100
+    tenant: str,
+    status: ApprovalStatus | None = None,
+    limit: int = 100,
+    *,
+    after: tuple[float, str] | None = None,
 ) -> Script[list[ApprovalRequest]]:
-    """A tenant's requests, newest first, optionally only those in `status`."""
+    """A tenant's requests, newest first, optionally only those in `status`; `after` (the
+    `created_at` and `approval_id` of the last request of a page) continues a list."""
     sql = f"SELECT {_COLUMNS} FROM approvals WHERE tenant = ?"
     params: tuple[Any, ...] = (tenant,)
     if status is not None:
         sql += " AND status = ?"
         params += (status,)
-    sql += " ORDER BY created_at DESC, approval_id LIMIT ?"
+    if after is not None:
+        sql += " AND (created_at < ? OR (created_at = ? AND approval_id < ?))"
+        params += (after[0], after[0], after[1])
+    sql += " ORDER BY created_at DESC, approval_id DESC LIMIT ?"
     result = yield Statement(sql, (*params, limit))
     return [_request(row) for row in result.rows]
 

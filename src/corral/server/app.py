@@ -1,0 +1,103 @@
+"""The control plane server: the REST API under `/api/v1`, its OpenAPI, and the web UI.
+
+`create_app(config, workflows=...)` makes the ASGI app; `corral server` and `corral dev` serve
+it with uvicorn through `app_from_environment` (the CLI cannot import this package: DESIGN.md
+layers), which reads the same settings from `CORRAL_*` environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from corral import __version__
+from corral.control.app_loading import load_workflows
+from corral.engine import Workflow
+from corral.engine.clock import Clock, SystemClock
+from corral.server import problems
+from corral.server.config import ServerConfig
+from corral.server.limits import BodyLimit
+from corral.server.routes import approvals, health, keys, runs
+from corral.server.routing import API_PREFIX
+from corral.server.security import audit_changes
+from corral.server.state import ServerState
+from corral.store import Store, open_store
+
+API_ROUTERS: list[APIRouter] = [
+    health.router,
+    runs.router,
+    approvals.router,
+    keys.router,
+]
+"""Every router of the API, mounted under `API_PREFIX`."""
+
+DESCRIPTION = """\
+Corral's control plane: runs, approvals, policies, costs, search and the audit log of a tenant.
+
+Authenticate with an API key (`corral keys create --tenant T --role R`) sent as
+`Authorization: Bearer crl_…`. A key sees its own tenant only. Every operation names the role it
+needs (`x-corral-role`): viewer < operator < approver < admin. Errors are RFC 9457 problem
+details with a stable `code`; lists are paginated by `cursor`.
+"""
+
+
+def create_app(
+    config: ServerConfig,
+    *,
+    workflows: Iterable[Workflow[Any, Any]] = (),
+    store: Store | None = None,
+    clock: Clock | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The server's ASGI app. With `store`, the caller opens and closes it; without, the app
+    opens `config.database_url` when it starts and closes it when it stops."""
+    owned = store is None
+    the_store = store if store is not None else open_store(config.database_url)
+    state = ServerState(config, the_store, clock or SystemClock(), workflows)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            await the_store.open()
+        try:
+            yield
+        finally:
+            if owned:
+                await the_store.close()
+
+    app = FastAPI(
+        title="Corral",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.corral = state
+    problems.install(app)
+    app.middleware("http")(audit_changes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    for router in [*API_ROUTERS, *extra_routers]:
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app `corral server` serves: `CORRAL_DATABASE_URL`, `CORRAL_APP` (the workflows to
+    start runs of), `CORRAL_SERVER_SECRET`, `CORRAL_SERVER_MAX_BODY`."""
+    database_url = os.environ.get("CORRAL_DATABASE_URL", "sqlite:///.corral/corral.db")
+    max_body = int(os.environ.get("CORRAL_SERVER_MAX_BODY", "0") or 0)
+    config = ServerConfig(database_url=database_url)
+    if max_body > 0:
+        config = ServerConfig(
+            database_url=database_url, secret=config.secret, max_body_bytes=max_body
+        )
+    return create_app(config, workflows=load_workflows(os.environ.get("CORRAL_APP") or None))
+
+
+__all__ = ["API_ROUTERS", "app_from_environment", "create_app"]
