@@ -8,7 +8,7 @@ UV     ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 CORRAL := $(VENV)/bin/corral
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck layers unit durability soak bench lock clean
+.PHONY: help install browser demo test lint typecheck layers unit durability soak bench lock clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-11s %s\n", $$1, $$2}'
@@ -23,6 +23,15 @@ $(STAMP): pyproject.toml requirements/main.lock requirements/dev.lock | $(UV)
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install Corral with its pinned dependencies
+
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the UI tests drive Chromium: install it (no apt-get here)" >&2; exit 1; }
+	$(SUDO) apt-get install -y -q chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+browser: $(CHROMIUM) ## Install Debian's Chromium, which the UI tests drive (Playwright)
 
 demo: $(STAMP) ## Run the customer-support agent fleet on embedded SQLite (scripted model): a worker is killed mid-fleet and the runs resume
 	$(PY) -m corral.demo
@@ -40,7 +49,7 @@ layers: $(STAMP) ## Check the import layers of DESIGN.md (import-linter)
 unit: $(STAMP) ## The test suite without the slow durability suites
 	$(VENV)/bin/pytest -m "not slow" -q
 
-test: lint typecheck layers ## Lint, types, layers and the whole test suite
+test: lint typecheck layers browser ## Lint, types, layers and the whole test suite
 	$(VENV)/bin/pytest -q
 
 soak: $(STAMP) ## The long soak and chaos sizes (CORRAL_SOAK_RUNS, CORRAL_SOAK_KILLS)

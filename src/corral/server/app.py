@@ -21,16 +21,34 @@ from corral.engine.clock import Clock, SystemClock
 from corral.server import problems
 from corral.server.config import ServerConfig
 from corral.server.limits import BodyLimit
-from corral.server.routes import approvals, health, keys, runs
+from corral.server.routes import (
+    approvals,
+    events,
+    governance,
+    health,
+    keys,
+    observe,
+    policies,
+    runs,
+    webhooks,
+    workflows,
+)
 from corral.server.routing import API_PREFIX
 from corral.server.security import audit_changes
 from corral.server.state import ServerState
+from corral.server.ui import pages as ui
 from corral.store import Store, open_store
 
 API_ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
+    observe.router,
     approvals.router,
+    policies.router,
+    governance.router,
+    workflows.router,
+    events.router,
+    webhooks.router,
     keys.router,
 ]
 """Every router of the API, mounted under `API_PREFIX`."""
@@ -80,11 +98,30 @@ def create_app(
     )
     app.state.corral = state
     problems.install(app)
+    _publish_problem_schema(app)
     app.middleware("http")(audit_changes)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     for router in [*API_ROUTERS, *extra_routers]:
         app.include_router(router, prefix=API_PREFIX)
+    ui.mount(app)
     return app
+
+
+def _publish_problem_schema(app: FastAPI) -> None:
+    """Put `ProblemDetails` in the OpenAPI components: every route's error answers refer to it."""
+    make_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = make_schema()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["ProblemDetails"] = problems.ProblemDetails.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

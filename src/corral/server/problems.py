@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral.errors import CorralError, RunFailure
@@ -60,6 +61,33 @@ _STATUS_OF_CODE = {
     "audit_log_empty": 404,
 }
 """HTTP statuses of Corral error codes other than 422 (the default for a usage error)."""
+
+
+class ProblemDetails(BaseModel):
+    """An error answer (RFC 9457): `code` is stable, `detail` is for people."""
+
+    type: str = Field(description="`/problems/<code>`")
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str = Field(description="The path of the request that failed.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Validation problems: where (`loc`) and what (`msg`)."
+    )
+    ids: dict[str, Any] | None = Field(default=None, description="The ids the error names.")
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for error answers (`application/problem+json`)."""
+    schema = {"$ref": "#/components/schemas/ProblemDetails"}
+    return {
+        status: {
+            "description": _TITLES.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(Exception):
@@ -164,4 +192,13 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-__all__ = ["PROBLEM_JSON", "Problem", "install", "not_found", "problem_response", "status_of"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "ProblemDetails",
+    "install",
+    "not_found",
+    "problem_response",
+    "problem_responses",
+    "status_of",
+]

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Request
 
 from corral.governance.identity import Role
-from corral.server.problems import Problem
+from corral.server.problems import Problem, problem_responses
 from corral.server.security import PUBLIC, Caller, requires, role_extra
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,12 +35,15 @@ def route(
 
     def decorate(endpoint: F) -> F:
         guards = [] if role == PUBLIC else [Depends(requires(role))]  # type: ignore[arg-type]
+        errors = (400, 422) if role == PUBLIC else (400, 401, 403, 404, 409, 413, 422)
+        responses = {**problem_responses(*errors, 500, 503), **options.pop("responses", {})}
         router.add_api_route(
             path,
             endpoint,
             methods=[method],
             dependencies=guards,
             openapi_extra=role_extra(role),
+            responses=responses,
             **options,
         )
         return endpoint

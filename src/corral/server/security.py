@@ -39,6 +39,8 @@ PUBLIC: Final = "public"
 ROLE_KEY = "x-corral-role"
 """Where a route's declared role is kept (its OpenAPI extension)."""
 SESSION_COOKIE = "corral_session"
+UI_HEADER = "X-Corral-UI"
+"""The header the UI's scripts send with every change (see `requires`: CSRF)."""
 TOUCH_EVERY = 60.0
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -113,7 +115,15 @@ def requires(role: Role) -> Callable[..., Awaitable[Caller]]:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         cookie: Annotated[str | None, Depends(session_cookie)],
     ) -> Caller:
-        caller = await authenticate(request, token_of(credentials, cookie))
+        token = token_of(credentials, cookie)
+        # A change made with the UI's session cookie must come from the UI's own scripts: a
+        # cross-site form cannot set this header (no CORS is allowed), so no CSRF.
+        from_cookie = token is not None and token == cookie
+        if from_cookie and request.method not in _READS and request.headers.get(UI_HEADER) != "1":
+            raise Problem(
+                403, "csrf", f"changes made with the session cookie need the {UI_HEADER} header"
+            )
+        caller = await authenticate(request, token)
         if not caller.key.has_role(role):
             raise Problem(
                 403,
@@ -163,6 +173,7 @@ __all__ = [
     "PUBLIC",
     "ROLE_KEY",
     "SESSION_COOKIE",
+    "UI_HEADER",
     "Caller",
     "audit_changes",
     "authenticate",
