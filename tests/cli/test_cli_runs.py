@@ -51,7 +51,7 @@ def test_list_of_an_empty_database_says_so_on_stderr(cli: Invoke, db_url: str) -
     empty = cli("runs", "list")
     assert empty.exit_code == 0
     assert empty.stdout == ""
-    assert f"no runs in {db_url}" in empty.stderr
+    assert f"no runs of tenant 'default' in {db_url}" in empty.stderr
 
 
 def test_an_unknown_status_lists_the_valid_ones(cli: Invoke) -> None:

@@ -629,3 +629,15 @@ async def test_has_runnable_and_next_wake_at(store: Store) -> None:
 
     await create(store)
     assert await store.has_runnable(now=T0)
+
+
+async def test_list_runs_of_one_tenant(store: Store) -> None:
+    ours = await create(store, workflow="alpha", created_at=T0)
+    theirs, _ = await store.create_run(new_run(tenant="acme", workflow="alpha"))
+
+    def ids(runs: list[RunRecord]) -> list[str]:
+        return [run.run_id for run in runs]
+
+    assert ids(await store.list_runs(tenant="default")) == [ours.run_id]
+    assert ids(await store.list_runs(tenant="acme")) == [theirs.run_id]
+    assert sorted(ids(await store.list_runs())) == sorted([ours.run_id, theirs.run_id])

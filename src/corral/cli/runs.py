@@ -73,13 +73,17 @@ def list_runs(
     ] = 50,
     json_output: JsonOption = False,
 ) -> None:
-    """List runs, newest first: id, workflow@version, status, created and updated (UTC)."""
+    """List the tenant's runs (`--tenant`), newest first: id, workflow@version, status, created
+    and updated (UTC)."""
     settings = Settings.of(ctx)
 
     async def fetch() -> list[RunRecord]:
         async with settings.corral(existing=True) as corral:
-            return await corral.list_runs(
-                status=cast(RunStatus | None, status), workflow=workflow, limit=limit
+            return await corral.store.list_runs(
+                status=cast(RunStatus | None, status),
+                workflow=workflow,
+                limit=limit,
+                tenant=settings.tenant,
             )
 
     runs = run_async(fetch)
@@ -87,7 +91,7 @@ def list_runs(
         typer.echo(dumps({"runs": [run_json(run) for run in runs]}))
         return
     if not runs:
-        typer.echo(f"no runs in {settings.database_label}", err=True)
+        typer.echo(f"no runs of tenant {settings.tenant!r} in {settings.database_label}", err=True)
         return
     console().print(runs_table(runs))
 

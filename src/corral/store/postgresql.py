@@ -569,6 +569,7 @@ class PostgresStore:
         workflow: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 100,
+        tenant: str | None = None,
     ) -> list[RunRecord]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -576,6 +577,7 @@ class PostgresStore:
             ("status", status),
             ("workflow", workflow),
             ("parent_run_id", parent_run_id),
+            ("tenant", tenant),
         ):
             if value is not None:
                 clauses.append(f"{column} = %s")

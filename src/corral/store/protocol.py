@@ -63,8 +63,9 @@ class Store(Protocol):
         workflow: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 100,
+        tenant: str | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first."""
+        """Runs, newest first (of one tenant when `tenant` is given, else of every tenant)."""
 
     async def load_journal(self, run_id: str) -> list[StepRecord]:
         """The run's journal in step order."""

@@ -374,6 +374,7 @@ class SQLiteStore:
         workflow: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 100,
+        tenant: str | None = None,
     ) -> list[RunRecord]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -381,6 +382,7 @@ class SQLiteStore:
             ("status", status),
             ("workflow", workflow),
             ("parent_run_id", parent_run_id),
+            ("tenant", tenant),
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
