@@ -689,12 +689,18 @@ def steps_wanted(*, quick: bool) -> int:
     return int(os.environ.get(STEPS_ENV) or (20_000 if quick else 100_000))
 
 
-async def run_all(postgres_url: str | None, *, quick: bool) -> list[Row]:
-    """Every observability benchmark: SQLite always, PostgreSQL when `postgres_url` is given."""
+PARTS = ("all", "queries", "hot-path")
+
+
+async def run_all(postgres_url: str | None, *, quick: bool, part: str = "all") -> list[Row]:
+    """Every observability benchmark: SQLite always, PostgreSQL when `postgres_url` is given;
+    `part` narrows it to the queries on a large journal or to the write path's cost."""
     steps = steps_wanted(quick=quick)
+    queries, hot_path = part in ("all", "queries"), part in ("all", "hot-path")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="corral-observe-") as tmp:
-        rows += await sqlite_rows(Path(tmp), steps)
+        if queries:
+            rows += await sqlite_rows(Path(tmp), steps)
         counter = iter(range(1_000_000))
 
         class _SQLiteFile:
@@ -704,12 +710,15 @@ async def run_all(postgres_url: str | None, *, quick: bool) -> list[Row]:
             async def __aexit__(self, *exc: object) -> None:
                 return None
 
-        rows += await hot_path_rows("sqlite", _SQLiteFile, tries=3 if quick else 7)
+        if hot_path:
+            rows += await hot_path_rows("sqlite", _SQLiteFile, tries=3 if quick else 7)
     if postgres_url is not None:
-        rows += await postgres_rows(postgres_url, steps)
-        rows += await hot_path_rows(
-            "pg", lambda: fresh_schema(postgres_url), tries=3 if quick else 7
-        )
+        if queries:
+            rows += await postgres_rows(postgres_url, steps)
+        if hot_path:
+            rows += await hot_path_rows(
+                "pg", lambda: fresh_schema(postgres_url), tries=3 if quick else 7
+            )
     return rows
 
 
@@ -719,6 +728,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller default size")
     parser.add_argument("--postgres", metavar="URL", help="the PostgreSQL database to use")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--part",
+        choices=PARTS,
+        default="all",
+        help="queries: load a journal and time the queries; hot-path: the write path's cost "
+        "with the search triggers and without",
+    )
     args = parser.parse_args()
     if args.steps:
         os.environ[STEPS_ENV] = str(args.steps)
@@ -729,7 +745,7 @@ def main() -> None:
         if why is not None:
             print(f"PostgreSQL skipped: {url} is unreachable ({why})", file=sys.stderr)
             url = None
-    rows = asyncio.run(run_all(url, quick=args.quick))
+    rows = asyncio.run(run_all(url, quick=args.quick, part=args.part))
     from bench.__main__ import print_table
 
     print_table(rows)
