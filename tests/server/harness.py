@@ -91,6 +91,7 @@ async def serving(
         secret=SECRET,
         max_body_bytes=max_body_bytes,
         cursor_ttl=cursor_ttl,
+        webhook_dispatcher=False,  # tests deliver with `dispatch_once`, on the FakeClock
     )
     app = create_app(config, workflows=wanted, store=store, clock=clock)
     server = uvicorn.Server(

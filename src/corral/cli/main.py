@@ -28,6 +28,7 @@ from corral.cli import (
     server,
     signals,
     start,
+    webhooks,
     worker,
     workflows,
 )
@@ -172,6 +173,7 @@ retention.register(app, runs.runs_app)
 costs.register(app, runs.runs_app)
 search.register(app, runs.runs_app)
 keys.register(app)
+webhooks.register(app)
 server.register(app)
 
 

@@ -24,6 +24,9 @@ from corral.governance.identity import Principal, add_principal, list_principals
 from corral.governance.keys import NewKey
 
 APP_FACTORY = "corral.server.app:app_from_environment"
+GRACE = 5
+"""Seconds a stopping server waits for open requests: event streams (SSE) never end by
+themselves, so without a limit one open browser tab would keep it from stopping."""
 
 HostOption = Annotated[
     str, typer.Option("--host", help="The address to listen on (0.0.0.0: every interface).")
@@ -67,7 +70,14 @@ def server_command(
         f"API docs at http://{host}:{port}/api/v1/docs",
         err=True,
     )
-    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACE,
+    )
 
 
 async def _dev_key(settings: Settings) -> NewKey:
@@ -115,7 +125,14 @@ def dev_command(
 
     async def serve() -> None:
         server = uvicorn.Server(
-            uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, log_level="warning")
+            uvicorn.Config(
+                APP_FACTORY,
+                factory=True,
+                host=host,
+                port=port,
+                log_level="warning",
+                timeout_graceful_shutdown=GRACE,
+            )
         )
         async with settings.corral(workflows) as corral:
             worker = corral.worker(concurrency=concurrency)

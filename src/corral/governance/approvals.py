@@ -672,3 +672,35 @@ def withdraw_for_run(
             dialect=dialect,
         )
     return len(pending.rows)
+
+
+def approvals_created_between(
+    since: float, until: float, *, tenant: str | None = None
+) -> Script[list[ApprovalRequest]]:
+    """Requests made at `since` <= created_at <= `until` (of one tenant, or of all), oldest
+    first, whatever their status now."""
+    sql = f"SELECT {_COLUMNS} FROM approvals WHERE created_at >= ? AND created_at <= ?"
+    params: tuple[Any, ...] = (since, until)
+    if tenant is not None:
+        sql += " AND tenant = ?"
+        params += (tenant,)
+    result = yield Statement(sql + " ORDER BY created_at, approval_id", params)
+    return [_request(row) for row in result.rows]
+
+
+def approvals_expiring_between(
+    since: float, until: float, *, warning: float, now: float, tenant: str | None = None
+) -> Script[list[ApprovalRequest]]:
+    """Pending requests whose deadline comes `warning` seconds after a time in [`since`,
+    `until`] and is still ahead of `now`, leaving out those made less than `warning` before
+    their deadline (their request already said how little time there is)."""
+    sql = (
+        f"SELECT {_COLUMNS} FROM approvals WHERE status = 'pending' AND deadline >= ?"
+        " AND deadline <= ? AND deadline > ? AND deadline - created_at > ?"
+    )
+    params: tuple[Any, ...] = (since + warning, until + warning, now, warning)
+    if tenant is not None:
+        sql += " AND tenant = ?"
+        params += (tenant,)
+    result = yield Statement(sql + " ORDER BY deadline, approval_id", params)
+    return [_request(row) for row in result.rows]

@@ -188,6 +188,23 @@ def read_entries(
     return [record_from_row(row) for row in result.rows]
 
 
+def entries_between(
+    kinds: Sequence[str], since: float, until: float, *, tenant: str | None = None
+) -> Script[list[AuditRecord]]:
+    """Entries of these `kinds` recorded at `since` <= at <= `until` (of one tenant, or of
+    all), oldest first: how `corral.control.events` finds budget alerts."""
+    if not kinds:
+        return []
+    marks = ", ".join("?" for _ in kinds)
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE kind IN ({marks}) AND at >= ? AND at <= ?"
+    params: tuple[Any, ...] = (*kinds, since, until)
+    if tenant is not None:
+        sql += " AND tenant = ?"
+        params += (tenant,)
+    result = yield Statement(sql + " ORDER BY at, tenant, seq", params)
+    return [record_from_row(row) for row in result.rows]
+
+
 def record_from_row(row: Sequence[Any]) -> AuditRecord:
     """An `audit_log` row (selected as `AUDIT_COLUMNS`) as a record."""
     return AuditRecord(

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from corral.reliability.breakers import BreakerSnapshot, BreakerState, Transition
 from corral.store.scripts import Script, Statement
+
+STALE_AFTER = 900.0
+"""Seconds after which a row that has not been published again is stale: its worker has likely
+stopped (views hide such rows unless asked for every row)."""
 
 _BREAKER_COLUMNS = "worker, dependency, state, since, calls, failures, opened_count, updated_at"
 _TRANSITION_COLUMNS = (
@@ -170,7 +175,36 @@ def list_transitions(
     ]
 
 
+def transitions_between(
+    since: float, until: float, *, to_state: BreakerState | None = None
+) -> Script[list[TransitionRow]]:
+    """Transitions at `since` <= at <= `until` (only into `to_state`, if given), oldest first:
+    how `corral.control.events` finds breakers that opened."""
+    sql = f"SELECT {_TRANSITION_COLUMNS} FROM breaker_transitions WHERE at >= ? AND at <= ?"
+    params: tuple[object, ...] = (since, until)
+    if to_state is not None:
+        sql += " AND to_state = ?"
+        params += (to_state,)
+    result = yield Statement(sql + " ORDER BY at, transition_id", params)
+    return [_transition(r) for r in result.rows]
+
+
+def _transition(r: Sequence[Any]) -> TransitionRow:
+    return TransitionRow(
+        transition_id=int(r[0]),
+        worker=r[1],
+        dependency=r[2],
+        from_state=r[3],
+        to_state=r[4],
+        at=float(r[5]),
+        calls=int(r[6]),
+        failures=int(r[7]),
+        reason=r[8],
+    )
+
+
 __all__ = [
+    "STALE_AFTER",
     "BreakerRow",
     "TransitionRow",
     "append_transition",
@@ -178,4 +212,5 @@ __all__ = [
     "list_transitions",
     "record_transition",
     "save_breakers",
+    "transitions_between",
 ]

@@ -7,6 +7,7 @@ layers), which reads the same settings from `CORRAL_*` environment variables.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 
 from corral import __version__
 from corral.control.app_loading import load_workflows
+from corral.control.dispatcher import run_dispatcher
 from corral.engine import Workflow
 from corral.engine.clock import Clock, SystemClock
 from corral.server import problems
@@ -81,9 +83,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
             await the_store.open()
+        stop = asyncio.Event()
+        dispatching = None
+        if config.webhook_dispatcher:
+            dispatching = asyncio.create_task(
+                run_dispatcher(the_store, state.clock, stop=stop, interval=1.0)
+            )
         try:
             yield
         finally:
+            stop.set()
+            if dispatching is not None:
+                await dispatching
             if owned:
                 await the_store.close()
 

@@ -32,6 +32,9 @@ class ServerConfig:
     cursor_ttl: float = CURSOR_TTL
     secure_cookies: bool = False
     """Mark the UI's session cookie `Secure` (serve the UI over HTTPS, e.g. behind a proxy)."""
+    webhook_dispatcher: bool = True
+    """Deliver webhooks from this process (`corral.control.dispatcher`): safe on any number of
+    servers at once, as each delivery is claimed by one."""
 
 
 __all__ = ["CURSOR_TTL", "MAX_BODY_BYTES", "ServerConfig"]
