@@ -8,6 +8,7 @@ layers), which reads the same settings from `CORRAL_*` environment variables.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -39,7 +40,7 @@ from corral.server.routing import API_PREFIX
 from corral.server.security import audit_changes
 from corral.server.state import ServerState
 from corral.server.ui import pages as ui
-from corral.store import Store, open_store
+from corral.store import DEFAULT_DATABASE_URL, Store, open_store
 
 API_ROUTERS: list[APIRouter] = [
     health.router,
@@ -136,15 +137,17 @@ def _publish_problem_schema(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """The app `corral server` serves: `CORRAL_DATABASE_URL`, `CORRAL_APP` (the workflows to
-    start runs of), `CORRAL_SERVER_SECRET`, `CORRAL_SERVER_MAX_BODY`."""
-    database_url = os.environ.get("CORRAL_DATABASE_URL", "sqlite:///.corral/corral.db")
+    """The app `corral server` serves, configured by the environment: `CORRAL_DATABASE_URL`,
+    `CORRAL_APP` (the workflows it may start runs of), `CORRAL_SERVER_SECRET`,
+    `CORRAL_SERVER_MAX_BODY` (bytes) and `CORRAL_SERVER_SECURE_COOKIES` (`1`: the UI's session
+    cookie is `Secure`, for a server behind an HTTPS proxy)."""
+    config = ServerConfig(
+        database_url=os.environ.get("CORRAL_DATABASE_URL", DEFAULT_DATABASE_URL),
+        secure_cookies=os.environ.get("CORRAL_SERVER_SECURE_COOKIES", "") in ("1", "true", "yes"),
+    )
     max_body = int(os.environ.get("CORRAL_SERVER_MAX_BODY", "0") or 0)
-    config = ServerConfig(database_url=database_url)
     if max_body > 0:
-        config = ServerConfig(
-            database_url=database_url, secret=config.secret, max_body_bytes=max_body
-        )
+        config = dataclasses.replace(config, max_body_bytes=max_body)
     return create_app(config, workflows=load_workflows(os.environ.get("CORRAL_APP") or None))
 
 
