@@ -71,6 +71,15 @@ def test_a_yaml_syntax_error_names_the_line() -> None:
     assert str(error).startswith("refunds.yaml, line 5: YAML syntax error")
 
 
+def test_a_control_character_names_its_line() -> None:
+    # PyYAML's reader refuses it before parsing starts: still a PolicyError with its line.
+    error = refused("name: refunds\nrules: []\ndescription: a\x03b\n")
+    assert error.ids["line"] == 3
+    assert str(error) == (
+        "refunds.yaml, line 3: YAML error: special characters are not allowed (U+0003)"
+    )
+
+
 def test_a_bad_effect_names_the_line_and_the_choices() -> None:
     text = "name: refunds\nrules:\n  - name: a\n    when: 'true'\n    effect: alow\n"
     error = refused(text)

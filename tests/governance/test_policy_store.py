@@ -15,6 +15,7 @@ from corral.governance.policy_store import (
     diff_policies,
     get_policy,
     list_policies,
+    list_versions,
     load_policy_set,
     rollback_policy,
 )
@@ -96,6 +97,23 @@ async def test_rollback_is_a_new_version_with_the_old_text(store: Store) -> None
     policies = await load_policy_set(store, "acme")
     assert policies.versions == {"refunds": 3}
     assert policies.decide(refund(30000)).effect == "allow"  # v1's threshold is back
+
+
+async def test_list_versions_lists_every_version_oldest_first(store: Store) -> None:
+    await apply_policy(store, "acme", V1, source="a.yaml", actor=ADA, now=1.0)
+    await apply_policy(store, "acme", V2, source="a.yaml", actor=ADA, now=2.0)
+    await rollback_policy(store, "acme", "refunds", 1, actor="human:bo", now=3.0)
+    versions = await list_versions(store, "acme", "refunds")
+    assert [(v.version, v.created_at, v.created_by, v.restored_from) for v in versions] == [
+        (1, 1.0, ADA, None),
+        (2, 2.0, ADA, None),
+        (3, 3.0, "human:bo", 1),
+    ]
+    assert versions[0].digest == versions[2].digest != versions[1].digest
+    with pytest.raises(UsageError, match="no policy 'refund' in tenant 'acme'; its policies"):
+        await list_versions(store, "acme", "refund")
+    with pytest.raises(UsageError, match="its policies: none"):
+        await list_versions(store, "globex", "refunds")
 
 
 async def test_an_invalid_document_writes_nothing_and_the_active_version_stays(

@@ -20,6 +20,7 @@ from corral.cli.reading import reading
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
 from corral.reliability.breaker_store import (
+    STALE_AFTER,
     BreakerRow,
     TransitionRow,
     list_breakers,
@@ -28,10 +29,6 @@ from corral.reliability.breaker_store import (
 from corral.store import Store
 
 T = TypeVar("T")
-
-STALE_AFTER = 900.0
-"""Seconds after which a row that has not been published again is stale (its worker is likely
-gone) and hidden unless `--all`."""
 
 STATE_STYLES = {"closed": "green", "open": "bold red", "half_open": "yellow"}
 

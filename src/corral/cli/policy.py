@@ -9,13 +9,11 @@ against the tenant's active policies, for CI.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich import box
 from rich.table import Table
 
@@ -23,8 +21,7 @@ from corral.cli.display import console, when
 from corral.cli.exits import ExitCode, fail, reporting_errors
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
-from corral.governance.decisions import CallContext, Decision
-from corral.governance.documents import Effect
+from corral.governance.decisions import Decision
 from corral.governance.identity import authorize
 from corral.governance.policies import PolicySet, load_yaml_model, parse_policy
 from corral.governance.policy_store import (
@@ -38,6 +35,7 @@ from corral.governance.policy_store import (
     load_policy_set,
     rollback_policy,
 )
+from corral.governance.policy_tests import PolicyTests, run_cases
 
 EPILOG = """\
 Examples:
@@ -314,81 +312,6 @@ def rollback_command(
 # -- test -------------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CaseCall(_Strict):
-    """The call a test case asks about (what an agent's tool loop would pass to policies)."""
-
-    tool: str
-    agent: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
-    agent_scopes: tuple[str, ...] = ()
-    tool_scopes: tuple[str, ...] = ()
-    tool_risk: str = "low"
-    workflow: str = "policy-test"
-    tenant: str | None = None
-    """Default: the tenant of the command (`--tenant`)."""
-    run_id: str = "policy-test"
-    budget: dict[str, float] = Field(default_factory=dict)
-    now: dt.datetime | None = None
-    """ISO 8601; default: the time of the test."""
-
-
-class Expectation(_Strict):
-    effect: Effect
-    rule: str | None = None
-    policy: str | None = None
-
-
-class Case(_Strict):
-    name: str
-    call: CaseCall
-    expect: Expectation
-
-    @field_validator("expect", mode="before")
-    @classmethod
-    def _short_form(cls, value: object) -> object:
-        return {"effect": value} if isinstance(value, str) else value
-
-
-class PolicyTests(_Strict):
-    policies: tuple[str, ...] | None = None
-    """Policy files, relative to the test file; absent: the tenant's active policies."""
-    cases: tuple[Case, ...] = Field(min_length=1)
-
-
-def _context(call: CaseCall, tenant: str, now: float) -> CallContext:
-    moment = call.now
-    if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return CallContext(
-        tenant=call.tenant or tenant,
-        workflow=call.workflow,
-        run_id=call.run_id,
-        agent=call.agent,
-        agent_scopes=call.agent_scopes,
-        tool=call.tool,
-        tool_risk=call.tool_risk,
-        tool_scopes=call.tool_scopes,
-        arguments=call.args,
-        budget=call.budget,
-        now=now if moment is None else moment.timestamp(),
-    )
-
-
-def _failures(expect: Expectation, decision: Decision) -> list[str]:
-    wrong = []
-    if decision.effect != expect.effect:
-        wrong.append(f"effect {decision.effect} (expected {expect.effect})")
-    if expect.rule is not None and decision.rule != expect.rule:
-        wrong.append(f"rule {decision.rule} (expected {expect.rule})")
-    if expect.policy is not None and decision.policy != expect.policy:
-        wrong.append(f"policy {decision.policy} (expected {expect.policy})")
-    return wrong
-
-
 def _decided_by(decision: Decision) -> str:
     if decision.policy is None:
         return decision.reason
@@ -436,11 +359,8 @@ def run_tests_command(
                 return await load_policy_set(corral.store, settings.tenant)
 
         policy_set = run_async(load)
-    now = time.time()
-    results = []
-    for case in tests.cases:
-        decision = policy_set.decide(_context(case.call, settings.tenant, now))
-        results.append((case, decision, _failures(case.expect, decision)))
+    checked = run_cases(policy_set, tests.cases, tenant=settings.tenant, now=time.time())
+    results = [(r.case, r.decision, r.problems) for r in checked]
     failed = sum(1 for _, _, wrong in results if wrong)
     if json_output:
         typer.echo(

@@ -107,7 +107,13 @@ def _path(loc: Sequence[int | str]) -> str:
 
 def _compose(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     """The document's data and its node tree (for line numbers), with one parse."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:  # a control character: refused before parsing
+        line = text.count("\n", 0, max(int(error.position), 0)) + 1
+        found = error.character
+        what = f"U+{found:04X}" if isinstance(found, int) else repr(found)
+        _raise(source, [_Problem(line, "", f"YAML error: {error.reason} ({what})")])
     try:
         node = loader.get_single_node()
         data = None if node is None else loader.construct_document(node)

@@ -76,6 +76,18 @@ class StoredPolicy:
     latest_version: int
 
 
+@dataclass(frozen=True)
+class PolicyVersion:
+    """One version of a policy as listed (`list_versions`): who made it when, not its text."""
+
+    name: str
+    version: int
+    digest: str
+    created_at: float
+    created_by: str
+    restored_from: int | None
+
+
 def digest_of(text: str) -> str:
     """The sha256 of a document's text: an unchanged apply is recognised by it."""
     return hashlib.sha256(text.encode()).hexdigest()
@@ -265,21 +277,12 @@ async def get_policy(
         )
         names: list[str] = []
         if not versions.rows:
-            others = yield Statement(
-                "SELECT DISTINCT name FROM policies WHERE tenant = ? ORDER BY name", (tenant,)
-            )
-            names = [str(row[0]) for row in others.rows]
+            names = yield from _policy_names(tenant)
         return list(versions.rows), names
 
     rows, names = await store.read_script(script)
     if not rows:
-        existing = ", ".join(names) if names else "none yet (apply one with `corral policy apply`)"
-        raise PolicyNotFound(
-            f"no policy {name!r} in tenant {tenant!r}; its policies: {existing}",
-            tenant=tenant,
-            policy=name,
-            version=version,
-        )
+        raise _no_policy(tenant, name, names, version)
     latest = int(rows[-1][0])
     chosen = rows[-1] if version is None else next((r for r in rows if r[0] == version), None)
     if chosen is None:
@@ -299,6 +302,57 @@ async def get_policy(
         created_by=str(created_by),
         restored_from=None if restored is None else int(restored),
         latest_version=latest,
+    )
+
+
+async def list_versions(store: Store, tenant: str, name: str) -> list[PolicyVersion]:
+    """Every version of policy `name`, oldest first (the last is the active one).
+
+    Raises:
+        PolicyNotFound: the tenant has no such policy (naming those it has).
+    """
+
+    def script(dialect: Dialect) -> Script[tuple[list[tuple[Any, ...]], list[str]]]:
+        versions = yield Statement(
+            "SELECT version, digest, created_at, created_by, restored_from"
+            " FROM policies WHERE tenant = ? AND name = ? ORDER BY version",
+            (tenant, name),
+        )
+        names: list[str] = []
+        if not versions.rows:
+            names = yield from _policy_names(tenant)
+        return list(versions.rows), names
+
+    rows, names = await store.read_script(script)
+    if not rows:
+        raise _no_policy(tenant, name, names, None)
+    return [
+        PolicyVersion(
+            name=name,
+            version=int(number),
+            digest=str(digest),
+            created_at=float(created_at),
+            created_by=str(created_by),
+            restored_from=None if restored is None else int(restored),
+        )
+        for number, digest, created_at, created_by, restored in rows
+    ]
+
+
+def _policy_names(tenant: str) -> Script[list[str]]:
+    result = yield Statement(
+        "SELECT DISTINCT name FROM policies WHERE tenant = ? ORDER BY name", (tenant,)
+    )
+    return [str(row[0]) for row in result.rows]
+
+
+def _no_policy(tenant: str, name: str, names: list[str], version: int | None) -> PolicyNotFound:
+    existing = ", ".join(names) if names else "none yet (apply one with `corral policy apply`)"
+    return PolicyNotFound(
+        f"no policy {name!r} in tenant {tenant!r}; its policies: {existing}",
+        tenant=tenant,
+        policy=name,
+        version=version,
     )
 
 
