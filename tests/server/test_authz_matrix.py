@@ -1,4 +1,4 @@
-"""The authorization matrix: every API route × every role × own tenant / other tenant / missing.
+"""The authorization matrix: every route × every role × own tenant / other tenant / missing.
 
 The routes are enumerated from the app's router, and `EXPECTED` declares the role each needs: a
 route added without a row here, or a row whose route is gone, fails the test; so does a route
@@ -16,17 +16,19 @@ the governance checks behind the routes agree with the keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from corral.control.webhooks import create_webhook
 from corral.governance.approvals import request_approval
 from corral.governance.documents import ApprovalSpec
 from corral.governance.identity import ROLES, Role
 from corral.governance.keys import parse_token
+from corral.governance.pauses import pause
+from corral.governance.policy_store import apply_policy
 from corral.server import ServerConfig, create_app
 from corral.server.security import PUBLIC, route_role
 
@@ -36,37 +38,101 @@ pytestmark = pytest.mark.timeout(180)
 
 API = "/api/v1"
 
-DOCS = (f"{API}/openapi.json", f"{API}/docs")
-
 EXPECTED: dict[tuple[str, str], str] = {
-    ("GET", "/openapi.json"): PUBLIC,
-    ("GET", "/docs"): PUBLIC,
-    ("GET", "/health"): PUBLIC,
+    # the OpenAPI document, its browsable page, the health check
+    ("GET", f"{API}/openapi.json"): PUBLIC,
+    ("GET", f"{API}/docs"): PUBLIC,
+    ("GET", f"{API}/health"): PUBLIC,
     # runs
-    ("POST", "/runs"): "operator",
+    ("POST", f"{API}/runs"): "operator",
+    ("GET", f"{API}/runs"): "viewer",
+    ("GET", f"{API}/runs/{{run_id}}"): "viewer",
+    ("POST", f"{API}/runs/{{run_id}}/cancel"): "operator",
+    ("POST", f"{API}/runs/{{run_id}}/signals/{{name}}"): "operator",
+    ("GET", f"{API}/runs/{{run_id}}/journal"): "viewer",
+    ("GET", f"{API}/runs/{{run_id}}/trace"): "viewer",
+    ("GET", f"{API}/runs/{{run_id}}/summary"): "viewer",
+    ("GET", f"{API}/runs/{{run_id}}/steps/{{seq}}/diff"): "viewer",
+    ("GET", f"{API}/runs/{{run_id}}/compare/{{other_run_id}}"): "viewer",
+    ("GET", f"{API}/runs/{{run_id}}/cost"): "viewer",
+    ("GET", f"{API}/costs"): "viewer",
+    ("GET", f"{API}/search"): "viewer",
+    # approvals
+    ("GET", f"{API}/approvals"): "viewer",
+    ("GET", f"{API}/approvals/{{approval_id}}"): "viewer",
+    ("POST", f"{API}/approvals/{{approval_id}}/decision"): "approver",
+    # policies
+    ("GET", f"{API}/policies"): "viewer",
+    ("POST", f"{API}/policies"): "admin",
+    ("POST", f"{API}/policies/test"): "viewer",
+    ("GET", f"{API}/policies/{{name}}"): "viewer",
+    ("GET", f"{API}/policies/{{name}}/versions"): "viewer",
+    ("GET", f"{API}/policies/{{name}}/diff"): "viewer",
+    ("POST", f"{API}/policies/{{name}}/rollback"): "admin",
+    # governance and operations
+    ("GET", f"{API}/audit/verify"): "admin",
+    ("GET", f"{API}/pauses"): "viewer",
+    ("POST", f"{API}/pauses"): "operator",
+    ("DELETE", f"{API}/pauses/{{target}}"): "operator",
+    ("GET", f"{API}/breakers"): "viewer",
+    ("GET", f"{API}/metrics"): "admin",
+    ("GET", f"{API}/workflows"): "viewer",
+    ("GET", f"{API}/workflows/{{name}}"): "viewer",
+    # events out
+    ("GET", f"{API}/events"): "viewer",
+    ("POST", f"{API}/webhooks"): "admin",
+    ("GET", f"{API}/webhooks"): "admin",
+    ("GET", f"{API}/webhooks/{{webhook_id}}"): "admin",
+    ("DELETE", f"{API}/webhooks/{{webhook_id}}"): "admin",
+    ("GET", f"{API}/webhooks/{{webhook_id}}/deliveries"): "admin",
+    ("POST", f"{API}/webhooks/{{webhook_id}}/test"): "admin",
+    # keys
+    ("POST", f"{API}/keys"): "admin",
+    ("GET", f"{API}/keys"): "admin",
+    ("DELETE", f"{API}/keys/{{key_id}}"): "admin",
+    # the web UI: signing in and out, its files, its pages
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,
+    ("GET", "/ui/static/{name}"): PUBLIC,
+    ("GET", "/"): "viewer",
     ("GET", "/runs"): "viewer",
     ("GET", "/runs/{run_id}"): "viewer",
-    ("POST", "/runs/{run_id}/cancel"): "operator",
-    ("POST", "/runs/{run_id}/signals/{name}"): "operator",
-    ("GET", "/runs/{run_id}/journal"): "viewer",
-    # approvals
     ("GET", "/approvals"): "viewer",
     ("GET", "/approvals/{approval_id}"): "viewer",
-    ("POST", "/approvals/{approval_id}/decision"): "approver",
-    # keys
-    ("POST", "/keys"): "admin",
-    ("GET", "/keys"): "admin",
-    ("DELETE", "/keys/{key_id}"): "admin",
+    ("GET", "/policies"): "viewer",
+    ("GET", "/policies/{name}"): "viewer",
+    ("GET", "/workflows"): "viewer",
 }
-"""(method, path under /api/v1) → the role it needs."""
+"""(method, path) → the role it needs, for every route of the app."""
+
+DOCS = (f"{API}/openapi.json", f"{API}/docs")
+SHARED = frozenset({f"{API}/workflows/{{name}}"})
+"""Routes whose object is the server's, not a tenant's: another tenant's key is served too."""
 
 BODIES: dict[tuple[str, str], Any] = {
-    ("POST", "/runs"): {"workflow": "greet", "input": "matrix"},
-    ("POST", "/runs/{run_id}/signals/{name}"): {"data": 1},
-    ("POST", "/approvals/{approval_id}/decision"): {"approve": True, "reason": "matrix"},
-    ("POST", "/keys"): {"role": "viewer", "name": "made by the matrix"},
+    ("POST", f"{API}/runs"): {"workflow": "greet", "input": "matrix"},
+    ("POST", f"{API}/runs/{{run_id}}/signals/{{name}}"): {"data": 1},
+    ("POST", f"{API}/approvals/{{approval_id}}/decision"): {"approve": True, "reason": "matrix"},
+    ("POST", f"{API}/policies"): {"document": "name: matrix-new\n"},
+    ("POST", f"{API}/policies/{{name}}/rollback"): {"version": 1},
+    ("POST", f"{API}/policies/test"): {
+        "cases": [{"name": "m", "call": {"tool": "t"}, "expect": "allow"}]
+    },
+    ("POST", f"{API}/pauses"): {"target": "agent:another", "reason": "matrix"},
+    ("POST", f"{API}/webhooks"): {
+        "url": "http://127.0.0.1:9/hook",
+        "event_types": ["run.failed"],
+    },
+    ("POST", f"{API}/keys"): {"role": "viewer", "name": "made by the matrix"},
 }
 """A valid body for each route that takes one (others get none)."""
+
+QUERIES: dict[tuple[str, str], dict[str, str]] = {
+    ("GET", f"{API}/events"): {"once": "true"},  # a stream: answer what there is, then end
+    ("GET", f"{API}/search"): {"q": "order"},
+    ("GET", f"{API}/policies/{{name}}/diff"): {"from": "1", "to": "1"},
+}
 
 GROUP = "finance"
 
@@ -79,23 +145,23 @@ class Tenant:
     run_id: str
     approval_id: str
     key_id: str
+    webhook_id: str
 
 
 def declared() -> dict[tuple[str, str], str | None]:
-    """(method, path under /api/v1) → the role the route declares, for every route of the app
-    (the API's, and the OpenAPI document and its docs page, which are public)."""
+    """(method, path) → the role the route declares, for every route of the app (the OpenAPI
+    document and its page, which are not API routes, are public)."""
     app = create_app(ServerConfig(database_url="sqlite:///unused.db", secret=b"x" * 32))
     found: dict[tuple[str, str], str | None] = {}
     for context in iter_route_contexts(app.routes):
-        if not context.path.startswith(API):
-            continue
         original = context.original_route
         role = route_role(original) if isinstance(original, APIRoute) else None
         if not isinstance(original, APIRoute) and context.path in DOCS:
             role = PUBLIC
+        path = context.path or ""
         for method in sorted(context.methods or ()):
             if method != "HEAD":
-                found[(method, context.path.removeprefix(API))] = role
+                found[(method, path)] = role
     return found
 
 
@@ -110,6 +176,7 @@ async def make_tenant(api: ApiServer, name: str) -> Tenant:
     corral = api.corral(name)
     handle = await corral.start("wait_for_go", f"order of {name}")
     await api.corral().run_until_idle()
+    now = api.clock.now()
     approval = await api.store.run_script(
         lambda d: request_approval(
             tenant=name,
@@ -124,38 +191,79 @@ async def make_tenant(api: ApiServer, name: str) -> Tenant:
             policy_version=None,
             rule=None,
             spec=ApprovalSpec(approvers=(GROUP,)),
-            now=api.clock.now(),
+            now=now,
             dialect=d,
         )
     )
-    spare = await api.key("viewer", tenant=name)
-    parsed = parse_token(spare)
-    assert parsed is not None
-    return Tenant(name, handle.run_id, approval.approval_id, parsed[0])
+    document = f"name: {policy_of(name)}\n"
+    await apply_policy(api.store, name, document, source="matrix", actor="tests", now=now)
+    tenant = Tenant(name, handle.run_id, approval.approval_id, key_id="", webhook_id="")
+    for path in (
+        f"{API}/pauses/{{target}}",
+        f"{API}/webhooks/{{webhook_id}}",
+        f"{API}/keys/{{key_id}}",
+    ):
+        await renew(api, tenant, path)
+    return tenant
 
 
-PathParams = Callable[[Tenant | None], dict[str, str]]
+def target_of(tenant: str) -> str:
+    """Each tenant pauses an agent of its own name, for the same reason as `policy_of`."""
+    return f"agent:matrix-{tenant}"
 
 
-def parameters(path: str) -> PathParams:
-    """How to fill `path`'s parameters for a tenant's objects (None: objects that do not
+def policy_of(tenant: str) -> str:
+    """Each tenant's policy has its own name: another tenant's policy must not be found by a
+    name this tenant also uses."""
+    return f"matrix-{tenant}"
+
+
+async def renew(api: ApiServer, tenant: Tenant, path: str) -> None:
+    """Make again the object a DELETE route of `path` removes (an earlier role removed it)."""
+    now, name = api.clock.now(), tenant.name
+    if path == f"{API}/pauses/{{target}}":
+        await api.store.run_script(
+            lambda d: pause(name, target_of(name), actor="tests", reason="m", now=now, dialect=d)
+        )
+    elif path == f"{API}/webhooks/{{webhook_id}}":
+        hook = await api.store.run_script(
+            lambda d: create_webhook(
+                tenant=name,
+                url="http://127.0.0.1:9/hook",
+                event_types=["run.failed"],
+                actor="tests",
+                now=now,
+                dialect=d,
+            )
+        )
+        tenant.webhook_id = hook.webhook.webhook_id
+    elif path == f"{API}/keys/{{key_id}}":
+        parsed = parse_token(await api.key("viewer", tenant=name))
+        assert parsed is not None
+        tenant.key_id = parsed[0]
+
+
+def fill(path: str, tenant: Tenant | None) -> str:
+    """`path` with its parameters naming the tenant's objects (None: objects that do not
     exist)."""
-
-    def fill(tenant: Tenant | None) -> dict[str, str]:
-        missing = "does-not-exist"
-        values = {
-            "run_id": tenant.run_id if tenant else missing,
-            "approval_id": tenant.approval_id if tenant else missing,
-            "key_id": tenant.key_id if tenant else "zzzzzzzzzzzz",
-            "name": "go",
-        }
-        return {key: value for key, value in values.items() if "{" + key + "}" in path}
-
-    return fill
-
-
-def has_object(path: str) -> bool:
-    return "{" in path
+    missing = "does-not-exist"
+    if path.startswith((f"{API}/policies/", "/policies/")):
+        name = policy_of(tenant.name) if tenant else missing
+    elif path.startswith(f"{API}/workflows/"):
+        name = "greet" if tenant else missing
+    else:
+        name = "go"
+    values = {
+        "run_id": tenant.run_id if tenant else missing,
+        "other_run_id": tenant.run_id if tenant else missing,
+        "approval_id": tenant.approval_id if tenant else missing,
+        "key_id": tenant.key_id if tenant else "zzzzzzzzzzzz",
+        "webhook_id": tenant.webhook_id if tenant else missing,
+        "target": target_of(tenant.name) if tenant else "agent:nobody",
+        "seq": "1",
+        "name": name,
+    }
+    return path.format(**{key: value for key, value in values.items() if "{" + key + "}" in path})
 
 
 async def test_the_matrix(api: ApiServer) -> None:
@@ -173,20 +281,25 @@ async def test_the_matrix(api: ApiServer) -> None:
             if needed == PUBLIC:
                 continue
             body = BODIES.get((method, path))
-            fill = parameters(path)
-            url = API + path.format(**fill(own))
-            answer = await anonymous.request(method, url, json=body)
+            query = QUERIES.get((method, path))
+            answer = await anonymous.request(method, fill(path, own), json=body, params=query)
             if answer.status_code != 401:
                 mismatches.append(f"{method} {path} without a key: {answer.status_code}")
             for role in ROLES:
-                allowed = ROLES.index(role) >= ROLES.index(needed)  # type: ignore[arg-type]
+                allowed = ROLES.index(role) >= ROLES.index(cast(Role, needed))
                 targets: list[tuple[str, Tenant | None]] = [("own", own)]
-                if has_object(path):
-                    targets += [("other tenant's", other), ("missing", None)]
+                if "{" in path:
+                    if path not in SHARED:
+                        targets.append(("other tenant's", other))
+                    targets.append(("missing", None))
                 async with api.client(tokens[role]) as http:
                     for label, target in targets:
-                        url = API + path.format(**fill(target))
-                        answer = await http.request(method, url, json=body)
+                        if method == "DELETE" and target is own:
+                            await renew(api, own, path)
+                        url = fill(path, target)
+                        answer = await http.request(method, url, json=body, params=query)
+                        if method == "DELETE" and target is own:
+                            await renew(api, own, path)  # for the routes that come after
                         status = answer.status_code
                         where = f"{method} {path} as {role} on the {label} object: {status}"
                         if not allowed:
@@ -197,4 +310,4 @@ async def test_the_matrix(api: ApiServer) -> None:
                                 mismatches.append(f"{where} (wanted it served): {answer.text}")
                         elif status != 404:
                             mismatches.append(f"{where} (wanted 404)")
-    assert mismatches == []
+    assert mismatches == [], "\n".join(mismatches)
