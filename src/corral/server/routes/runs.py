@@ -14,7 +14,7 @@ from corral.server.problems import not_found
 from corral.server.routing import CallerDep, route
 from corral.server.security import Caller
 from corral.server.shapes import Journal, Page, RunOut, SignalIn, SignalOut, StartRun, StepOut
-from corral.server.state import state_of
+from corral.server.state import ServerState, state_of
 from corral.store import RUN_STATUSES, RunRecord
 from corral.store.rows import RUN_COLUMNS, run_from_row
 from corral.store.scripts import Script, Statement
@@ -78,18 +78,50 @@ async def list_runs(
     request: Request,
     status: StatusFilter = None,
     workflow: Annotated[str | None, Query(max_length=200)] = None,
+    top_level: Annotated[
+        bool, Query(description="Only runs without a parent (the runs people started).")
+    ] = False,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[RunOut]:
     """The tenant's runs, newest first."""
-    state = state_of(request)
-    scope = f"runs|{caller.tenant}|{status}|{workflow}"
+    return await runs_page(
+        state_of(request),
+        caller.tenant,
+        status=status,
+        workflow=workflow,
+        top_level=top_level,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+async def runs_page(
+    state: ServerState,
+    tenant: str,
+    *,
+    status: str | None,
+    workflow: str | None,
+    top_level: bool,
+    limit: int,
+    cursor: str | None,
+) -> Page[RunOut]:
+    """One page of the tenant's runs (the API's list and the UI's); `Problem` 400 for a cursor
+    of another list, or expired."""
+    scope = f"runs|{tenant}|{status}|{workflow}|{top_level}"
     after = None
     if cursor is not None:
         position = state.cursors.read(cursor, scope=scope, now=state.now())
         after = (float(position["t"]), str(position["id"]))
     runs = await state.store.read_script(
-        lambda d: _runs_page(caller.tenant, status, workflow, after, limit + 1)
+        lambda d: runs_of(
+            tenant,
+            status=status,
+            workflow=workflow,
+            top_level=top_level,
+            after=after,
+            limit=limit + 1,
+        )
     )
     next_cursor = None
     if len(runs) > limit:
@@ -101,15 +133,21 @@ async def list_runs(
     return Page[RunOut](items=[RunOut.of(run) for run in runs], next_cursor=next_cursor)
 
 
-def _runs_page(
+def runs_of(
     tenant: str,
-    status: str | None,
-    workflow: str | None,
-    after: tuple[float, str] | None,
+    *,
+    status: str | None = None,
+    workflow: str | None = None,
+    top_level: bool = False,
+    after: tuple[float, str] | None = None,
     limit: int,
 ) -> Script[list[RunRecord]]:
+    """The tenant's runs, newest first (a read script); `after` is the `created_at` and
+    `run_id` of the last run of the previous page."""
     where = ["tenant = ?"]
     params: list[Any] = [tenant]
+    if top_level:
+        where.append("parent_run_id IS NULL")
     if status is not None:
         where.append("status = ?")
         params.append(status)
@@ -191,4 +229,4 @@ async def run_journal(run_id: RunId, caller: CallerDep, request: Request) -> Jou
     return Journal(run_id=run_id, steps=[StepOut.of(step) for step in steps])
 
 
-__all__ = ["router", "run_of"]
+__all__ = ["router", "run_of", "runs_of", "runs_page"]

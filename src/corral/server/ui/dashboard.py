@@ -10,7 +10,7 @@ from corral.governance.approvals import ApprovalRequest, list_approvals
 from corral.observe.cost_days import DAY_SECONDS, day_of
 from corral.observe.costs import cost_report, total_of
 from corral.reliability.breaker_store import BreakerRow, list_breakers
-from corral.server.ui.run_lists import top_level_runs
+from corral.server.routes.runs import runs_of
 from corral.store import RUN_STATUSES, RunRecord, Store
 from corral.store.scripts import Script, Statement
 
@@ -112,7 +112,7 @@ async def load_dashboard(store: Store, tenant: str, *, now: float) -> Dashboard:
     counts, pending = await store.read_script(lambda d: tenant_counts(tenant))
     newest = await store.read_script(lambda d: list_approvals(tenant, "pending", NEWEST_APPROVALS))
     breakers = await store.read_script(lambda d: list_breakers())
-    recent = await store.read_script(lambda d: top_level_runs(tenant, limit=RECENT_RUNS))
+    recent = await store.read_script(lambda d: runs_of(tenant, top_level=True, limit=RECENT_RUNS))
     return Dashboard(
         counts=counts,
         pending_approvals=pending,

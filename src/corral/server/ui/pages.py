@@ -25,8 +25,9 @@ from corral.governance.policy_store import (
 from corral.governance.redaction import Redactor
 from corral.observe.search import SearchHit, search_runs
 from corral.server.problems import Problem, not_found
+from corral.server.routes import runs as run_lists
 from corral.server.routes.approvals import approval_of, approvals_inbox
-from corral.server.routes.runs import list_runs, run_of
+from corral.server.routes.runs import run_of
 from corral.server.routing import CallerDep, route
 from corral.server.security import Caller
 from corral.server.shapes import RunOut
@@ -34,7 +35,6 @@ from corral.server.state import ServerState, state_of
 from corral.server.ui import session
 from corral.server.ui.dashboard import load_dashboard
 from corral.server.ui.rendering import PageRoute, render
-from corral.server.ui.run_lists import top_level_page
 from corral.server.ui.run_page import load_run_page
 from corral.store import RUN_STATUSES
 
@@ -97,22 +97,13 @@ async def runs_page(
             hits, next_cursor = await _search_page(
                 state, caller, words, wanted_status, wanted_workflow, cursor
             )
-        elif wanted_scope == "top":
-            page = await top_level_page(
+        else:
+            page = await run_lists.runs_page(
                 state,
                 caller.tenant,
                 status=wanted_status,
                 workflow=wanted_workflow,
-                limit=PAGE_SIZE,
-                cursor=cursor,
-            )
-            runs, next_cursor = page.items, page.next_cursor
-        else:
-            page = await list_runs(
-                caller,
-                request,
-                status=wanted_status,
-                workflow=wanted_workflow,
+                top_level=wanted_scope == "top",
                 limit=PAGE_SIZE,
                 cursor=cursor,
             )
