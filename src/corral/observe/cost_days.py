@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from functools import cache, partial
+from typing import Literal
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
@@ -62,17 +63,27 @@ def day_of(moment: float) -> int:
     return math.floor(moment / DAY_SECONDS)
 
 
+FirstKind = Literal["agent", "model", "tree"]
+"""Whose first call a flag marks: the run's of its agent, the run's of its model, its tree's."""
+FIRST_KINDS: tuple[FirstKind, ...] = ("agent", "model", "tree")
+
+
 def calls_between(
-    start: float, end: float | None, *, tenant: str | None = None, firsts: bool = True
+    start: float,
+    end: float | None,
+    *,
+    tenant: str | None = None,
+    firsts: Collection[FirstKind] = FIRST_KINDS,
 ) -> tuple[str, list[object]]:
     """SQL selecting each model call that finished in [start, end) with `CALL_COLUMNS`, and its
     parameters.
 
-    The `*_first` flags are 1 on a run's first call of its agent and of its model, and on its
-    tree's first call: first within [start, end) by the window functions, and first of all
-    because the run (or its tree's root) was created at or after `start` or, for runs older than
-    that, no such call finished before `start`. Only runs that span `start` need that look back.
-    With `firsts=False` the flags are 0 and no window is computed (for pricing call by call).
+    The `*_first` flags named in `firsts` are 1 on a run's first call of its agent, on its first
+    call of its model, and on its tree's first call: first within [start, end) by a window
+    function, and first of all because the run (or its tree's root) was created at or after
+    `start` or, for runs older than that, no such call finished before `start`. Only runs that
+    span `start` need that look back. Flags not asked for are 0 and cost nothing (each flag is
+    a sort of the calls): a report needs one, pricing call by call none.
     """
     where = ["s.call_model IS NOT NULL", "s.finished_at >= ?"]
     params: list[object] = [start]
@@ -86,43 +97,51 @@ def calls_between(
         "SELECT r.tenant AS tenant, coalesce(root.workflow, r.workflow) AS workflow,"
         " r.started_by AS started_by, s.name AS agent, s.call_model AS model,"
         f" {band_sql()} AS band, s.call_input_tokens AS input_tokens,"
-        " s.call_output_tokens AS output_tokens, s.finished_at AS finished_at"
+        " s.call_output_tokens AS output_tokens, s.finished_at AS finished_at,"
+        " s.run_id AS run_id, r.created_at AS created_at,"
+        " coalesce(r.root_run_id, r.run_id) AS tree,"
+        " coalesce(root.created_at, r.created_at) AS tree_created"
     )
+    ranks = {
+        "agent": "PARTITION BY s.run_id, s.name ORDER BY s.finished_at, s.seq",
+        "model": "PARTITION BY s.run_id, s.call_model ORDER BY s.finished_at, s.seq",
+        "tree": "PARTITION BY coalesce(r.root_run_id, r.run_id)"
+        " ORDER BY s.finished_at, s.run_id, s.seq",
+    }
+    # CASE, not OR: the look back runs only for the first call of a run older than `start`.
+    earlier = "SELECT 1 FROM steps e WHERE e.run_id = c.run_id AND e.finished_at < ? AND "
+    flags = {
+        "agent": "CASE WHEN agent_rank <> 1 THEN 0 WHEN created_at >= ? THEN 1"
+        f" WHEN EXISTS ({earlier}e.name = c.agent AND e.call_model IS NOT NULL) THEN 0"
+        " ELSE 1 END",
+        "model": "CASE WHEN model_rank <> 1 THEN 0 WHEN created_at >= ? THEN 1"
+        f" WHEN EXISTS ({earlier}e.call_model = c.model) THEN 0 ELSE 1 END",
+        "tree": "CASE WHEN tree_rank <> 1 THEN 0 WHEN tree_created >= ? THEN 1"
+        " WHEN EXISTS (SELECT 1 FROM runs t JOIN steps e ON e.run_id = t.run_id"
+        " WHERE t.root_run_id = c.tree AND e.finished_at < ? AND e.call_model IS NOT NULL)"
+        " THEN 0 ELSE 1 END",
+    }
+    for kind in FIRST_KINDS:
+        if kind in firsts:
+            inner += f", row_number() OVER ({ranks[kind]}) AS {kind}_rank"
+    columns: list[str] = []
+    flag_params: list[object] = []
+    for kind in FIRST_KINDS:
+        if kind in firsts:
+            columns.append(f"{flags[kind]} AS {kind}_first")
+            flag_params += [start, start]
+        else:
+            columns.append(f"0 AS {kind}_first")
     joins = (
         " FROM steps s JOIN runs r ON r.run_id = s.run_id"
         " LEFT JOIN runs root ON root.run_id = r.root_run_id"
         f" WHERE {' AND '.join(where)}"
     )
-    if not firsts:
-        return f"{inner}, 0 AS agent_first, 0 AS model_first, 0 AS tree_first{joins}", params
-    inner += (
-        ", s.run_id AS run_id, r.created_at AS created_at,"
-        " coalesce(r.root_run_id, r.run_id) AS tree, coalesce(root.created_at, r.created_at)"
-        " AS tree_created,"
-        " row_number() OVER (PARTITION BY s.run_id, s.name ORDER BY s.finished_at, s.seq)"
-        " AS agent_rank,"
-        " row_number() OVER (PARTITION BY s.run_id, s.call_model ORDER BY s.finished_at, s.seq)"
-        " AS model_rank,"
-        " row_number() OVER (PARTITION BY coalesce(r.root_run_id, r.run_id)"
-        " ORDER BY s.finished_at, s.run_id, s.seq) AS tree_rank"
-    )
-    # CASE, not OR: the look back runs only for the first call of a run older than `start`.
-    earlier = "SELECT 1 FROM steps e WHERE e.run_id = c.run_id AND e.finished_at < ? AND "
     outer = (
         "SELECT tenant, workflow, started_by, agent, model, band, input_tokens, output_tokens,"
-        " finished_at,"
-        " CASE WHEN agent_rank <> 1 THEN 0 WHEN created_at >= ? THEN 1"
-        f" WHEN EXISTS ({earlier}e.name = c.agent AND e.call_model IS NOT NULL) THEN 0"
-        " ELSE 1 END AS agent_first,"
-        " CASE WHEN model_rank <> 1 THEN 0 WHEN created_at >= ? THEN 1"
-        f" WHEN EXISTS ({earlier}e.call_model = c.model) THEN 0 ELSE 1 END AS model_first,"
-        " CASE WHEN tree_rank <> 1 THEN 0 WHEN tree_created >= ? THEN 1"
-        " WHEN EXISTS (SELECT 1 FROM runs t JOIN steps e ON e.run_id = t.run_id"
-        " WHERE t.root_run_id = c.tree AND e.finished_at < ? AND e.call_model IS NOT NULL)"
-        " THEN 0 ELSE 1 END AS tree_first"
-        f" FROM ({inner}{joins}) c"
+        f" finished_at, {', '.join(columns)} FROM ({inner}{joins}) c"
     )
-    return outer, [start, start, start, start, start, start, *params]
+    return outer, [*flag_params, *params]
 
 
 async def roll_up(store: Store, *, now: float | None = None) -> int:

@@ -57,6 +57,7 @@ from corral.models.messages import Usage
 from corral.models.prices import FREE_PROVIDERS, cost_usd
 from corral.observe.cost_days import (
     DAY_SECONDS,
+    FirstKind,
     band_sql,
     calls_between,
     day_of,
@@ -183,14 +184,15 @@ _KEYS: dict[CostDimension, str] = {
 are read from the call's own run: a child run is created in its parent's tenant and carries its
 parent's `started_by`, so they are the root's (the engine's `_start_child`)."""
 
-_FIRSTS: dict[CostDimension, tuple[str, str]] = {
-    "agent": ("agent_runs", "agent_first"),
-    "model": ("model_runs", "model_first"),
-    "tenant": ("tree_runs", "tree_first"),
-    "user": ("tree_runs", "tree_first"),
-    "workflow": ("tree_runs", "tree_first"),
+_FIRSTS: dict[CostDimension, FirstKind] = {
+    "agent": "agent",
+    "model": "model",
+    "tenant": "tree",
+    "user": "tree",
+    "workflow": "tree",
 }
-"""Which first-call count (in `cost_days`) and flag (in `calls_between`) counts a key's runs."""
+"""Whose first calls count a key's runs: `<kind>_runs` in `cost_days`, `<kind>_first` in
+`calls_between`."""
 
 
 def _report(
@@ -209,7 +211,8 @@ def _report(
         yield Statement("SET LOCAL jit = off")
     start = since if since is not None else 0.0
     key = _KEYS[by]
-    summed, flag = _FIRSTS[by]
+    first = _FIRSTS[by]
+    summed, flag = f"{first}_runs", f"{first}_first"
     # Whole days inside the window, before today, are read from the roll-up (less those out of
     # date); the rest of the window from the journal.
     first_day = math.ceil(start / DAY_SECONDS)
@@ -237,7 +240,7 @@ def _report(
     else:
         journal.append((start, until))
     for begin, finish in _merged(journal):
-        calls, more = calls_between(begin, finish, tenant=tenant)
+        calls, more = calls_between(begin, finish, tenant=tenant, firsts=(first,))
         parts.append(
             f"SELECT {key} AS k, model, band, 1 AS calls, input_tokens, output_tokens,"
             f" finished_at AS first_at, finished_at AS last_at, {flag} AS firsts FROM ({calls}) c"
@@ -256,7 +259,7 @@ def _report(
     priced, per_call_models = _price_groups(groups)
     if per_call_models:
         marks = ", ".join("?" for _ in per_call_models)
-        calls, more = calls_between(start, until, tenant=tenant, firsts=False)
+        calls, more = calls_between(start, until, tenant=tenant, firsts=())
         found = yield Statement(
             f"SELECT {key}, model, coalesce(input_tokens, 0), coalesce(output_tokens, 0),"
             f" finished_at FROM ({calls}) c WHERE model IN ({marks})",
