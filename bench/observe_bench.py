@@ -120,6 +120,10 @@ QUERIES: list[tuple[str, Query]] = [
         lambda s: cost_report(s, by="workflow", since=NOW - 7 * DAY),
     ),
     ("costs --by model (all time)", lambda s: cost_report(s, by="model")),
+    (
+        "costs --by user --since 1d --tenant globex",
+        lambda s: cost_report(s, by="user", since=NOW - DAY, tenant="globex"),
+    ),
     ("runs cost (one run)", lambda s: run_cost(s, run_id_of(4242))),
     ("runs trace (one run, with its child runs)", lambda s: load_trace(s, run_id_of(4242))),
 ]
@@ -509,12 +513,12 @@ async def time_queries(store: Store, label: str, queries: list[tuple[str, Query]
 
 
 async def index_all(store: Store, label: str, steps: int) -> list[Row]:
-    """The first catch-up of the search index, then the first daily cost roll-up."""
+    """The first catch-up of the search index, then the first cost roll-up."""
     started = time.perf_counter()
     changes = await catch_up(store, batch=2000)
     elapsed = time.perf_counter() - started
     started = time.perf_counter()
-    days = await roll_up(store)
+    hours = await roll_up(store)
     summed = time.perf_counter() - started
     return [
         Row(
@@ -527,7 +531,7 @@ async def index_all(store: Store, label: str, steps: int) -> list[Row]:
             f"{label}: first cost roll-up",
             summed,
             "s",
-            f"{days} days summed (the warm-up; not in the query times)",
+            f"{hours} hours summed (the warm-up; not in the query times)",
         ),
     ]
 
@@ -594,7 +598,14 @@ async def _vacuum(url: str) -> None:
     conninfo, schema = parse_postgres_url(url)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        tables = ("search_docs", "search_runs", "search_run_tags", "search_changes", "cost_days")
+        tables = (
+            "search_docs",
+            "search_runs",
+            "search_run_tags",
+            "search_changes",
+            "cost_day_keys",
+            "cost_hours",
+        )
         for table in tables:
             await conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
 
@@ -692,14 +703,17 @@ def steps_wanted(*, quick: bool) -> int:
 PARTS = ("all", "queries", "hot-path")
 
 
-async def run_all(postgres_url: str | None, *, quick: bool, part: str = "all") -> list[Row]:
-    """Every observability benchmark: SQLite always, PostgreSQL when `postgres_url` is given;
-    `part` narrows it to the queries on a large journal or to the write path's cost."""
+async def run_all(
+    postgres_url: str | None, *, quick: bool, part: str = "all", sqlite: bool = True
+) -> list[Row]:
+    """Every observability benchmark: SQLite unless `sqlite` is false, PostgreSQL when
+    `postgres_url` is given; `part` narrows it to the queries on a large journal or to the write
+    path's cost."""
     steps = steps_wanted(quick=quick)
     queries, hot_path = part in ("all", "queries"), part in ("all", "hot-path")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="corral-observe-") as tmp:
-        if queries:
+        if queries and sqlite:
             rows += await sqlite_rows(Path(tmp), steps)
         counter = iter(range(1_000_000))
 
@@ -710,7 +724,7 @@ async def run_all(postgres_url: str | None, *, quick: bool, part: str = "all") -
             async def __aexit__(self, *exc: object) -> None:
                 return None
 
-        if hot_path:
+        if hot_path and sqlite:
             rows += await hot_path_rows("sqlite", _SQLiteFile, tries=3 if quick else 7)
     if postgres_url is not None:
         if queries:
@@ -728,6 +742,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller default size")
     parser.add_argument("--postgres", metavar="URL", help="the PostgreSQL database to use")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument(
         "--part",
         choices=PARTS,
@@ -745,7 +760,7 @@ def main() -> None:
         if why is not None:
             print(f"PostgreSQL skipped: {url} is unreachable ({why})", file=sys.stderr)
             url = None
-    rows = asyncio.run(run_all(url, quick=args.quick, part=args.part))
+    rows = asyncio.run(run_all(url, quick=args.quick, part=args.part, sqlite=not args.no_sqlite))
     from bench.__main__ import print_table
 
     print_table(rows)

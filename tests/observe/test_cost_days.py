@@ -13,13 +13,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
 
 from corral import Corral
 from corral.observe import step_view
-from corral.observe.cost_days import DAY_SECONDS, day_of, roll_up
+from corral.observe.cost_days import DAY_SECONDS, day_of, hour_of, roll_up
 from corral.observe.costs import COST_DIMENSIONS, CostDimension, CostRow, cost_report
 from corral.observe.search import catch_up
 from corral.store import RunRecord, Store
@@ -211,9 +212,11 @@ async def test_reports_from_the_roll_up_equal_the_journal_added_up(
     days = sorted({day_of(call.at) for call in calls})
     assert len(days) >= 4, "the plan must spread calls over several days"
     assert await catch_up(store) > 0
-    assert await roll_up(store) == len(days)
-    rolled = await store.read_script(lambda dialect: _count("SELECT count(*) FROM cost_days"))
-    assert 0 < rolled < len(calls)
+    assert await roll_up(store) == len({hour_of(call.at) for call in calls})
+    for table in ("cost_hours", "cost_day_keys WHERE dimension = 'agent'"):
+        rows = await store.read_script(partial(_count, f"SELECT count(*) FROM {table}"))
+        summed = await store.read_script(partial(_count, f"SELECT sum(calls) FROM {table}"))
+        assert 0 < rows < len(calls) == summed, table
 
     first, last = days[0] * DAY_SECONDS, (days[-1] + 1) * DAY_SECONDS
     windows: list[tuple[float | None, float | None]] = [
@@ -223,6 +226,9 @@ async def test_reports_from_the_roll_up_equal_the_journal_added_up(
         (None, last - DAY_SECONDS - 7 * 3600.0),  # cuts a day from above
         (first + 30 * 3600.0, first + 70 * 3600.0),  # cuts both ends, whole days between
         (first + 2 * 3600.0, first + 9 * 3600.0),  # inside one day
+        (first + 5.5 * 3600.0, first + 50.25 * 3600.0),  # cuts hours: hour rows, then a day
+        (first + 26 * 3600.0, first + 27 * 3600.0),  # one whole hour
+        (first + 26.5 * 3600.0, first + 26.75 * 3600.0),  # inside one hour
         (last + DAY_SECONDS, None),  # nothing
     ]
     for since, until in windows:
@@ -245,7 +251,8 @@ async def test_a_call_in_a_day_already_rolled_up_is_counted_before_and_after_ind
     await run_plan(planned, plan, tenant="default", user="bob")
     (before,) = await cost_report(store, by="agent")
     assert (before.model_calls, before.runs) == (2, 2)
-    assert await store.read_script(lambda dialect: _count("SELECT count(*) FROM cost_days")) == 2
+    model_days = "SELECT count(*) FROM cost_day_keys WHERE dimension = 'model'"
+    assert await store.read_script(lambda dialect: _count(model_days)) == 2
 
     # A worker whose clock is three days behind makes a call in the first, rolled-up day, as a
     # call that finished before midnight may be committed after its day was summed.
@@ -261,12 +268,13 @@ async def test_a_call_in_a_day_already_rolled_up_is_counted_before_and_after_ind
             "bob": (1, 1),
             "cy": (1, 1),
         }
-    stale = await store.read_script(lambda dialect: _count("SELECT count(*) FROM cost_days_stale"))
+    stale = await store.read_script(lambda dialect: _count("SELECT count(*) FROM cost_stale_hours"))
     assert stale == 0
-    rolled = await store.read_script(lambda dialect: _count("SELECT sum(calls) FROM cost_days"))
+    model_calls = "SELECT sum(calls) FROM cost_day_keys WHERE dimension = 'model'"
+    rolled = await store.read_script(lambda dialect: _count(model_calls))
     assert rolled == 3
 
 
-def _count(statement: str) -> Script[int]:
+def _count(statement: str, dialect: object = None) -> Script[int]:
     found = yield Statement(statement)
     return int(found.scalar())

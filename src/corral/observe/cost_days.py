@@ -1,24 +1,28 @@
-"""The daily cost roll-up: model calls summed per UTC day, so cost reports stay fast.
+"""The cost roll-up: model calls summed per UTC hour and per UTC day, so cost reports stay fast.
 
 A cost report over a month of a busy fleet would otherwise add up hundreds of thousands of model
-calls. `cost_days` (migration 0008) holds, per UTC day, the sums of that day's calls per tenant,
-root workflow, starting principal, agent, model and price band: a few thousand rows for a month.
-A report (`corral.observe.costs`) reads whole days from it and the rest from the journal: the
-part of the first and last day its window cuts, today (never rolled up: it is still changing)
-and any day whose roll-up is out of date. Both parts are summed by one statement.
+calls. `cost_hours` and `cost_days` (migrations 0008, 0011) hold the sums of each hour's and each
+day's calls per tenant, root workflow, starting principal, agent, model and price band: a few
+thousand rows a day. A report (`corral.observe.costs`) reads whole days from the day rows, the
+whole hours at its window's edges from the hour rows, and from the journal only the rest: the
+parts of the first and last hour its window cuts, the current hour (never rolled up: it is still
+changing) and any hour that is out of date. One statement adds all three.
 
 How the roll-up follows the journal. The search indexer already reads every change note the
-journal's triggers write (`search_changes`); for each one that is a model call it marks the call's
-day in `cost_days_stale`. `roll_up` re-sums each marked day that is over from the journal, and
-unmarks it unless a newer note marked it again meanwhile. A report treats as out of date both the
-marked days and the days of notes not indexed yet, so it never reads a stale sum. The roll-up
-adds nothing to the engine's writes: the notes are written anyway, for search.
+journal's triggers write (`search_changes`); for each one that is a model call it marks the
+call's hour in `cost_stale_hours`. `roll_up` re-sums each marked hour that is over from the
+journal, re-sums the hour's day from its hour rows, and unmarks the hour unless a newer note
+marked it again meanwhile. A report treats as out of date both the marked hours and the hours of
+notes not indexed yet, and a day with any such hour, so it never reads a stale sum. A day row is
+complete once none of its hours is marked: every call was marked before it was summed. The
+roll-up adds nothing to the engine's writes: the notes are written anyway, for search.
 
 Counting runs by adding rows. A row cannot hold a set of run ids, so each call says whether it
 is its run's first call of its agent (`agent_runs`), of its model (`model_runs`) and its tree's
 first call at all (`tree_runs`); a report counts the runs whose first call of its key is in the
-window by adding those flags. Over all time that is every run with a call; over a window, the
-runs that made their first such call in it.
+window by adding those flags. The flags are absolute (first of all, not first in the hour), so
+rows of any hours and days add up. Over all time that is every run with a call; over a window,
+the runs that made their first such call in it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import math
 import time
 from collections.abc import Collection, Iterable
 from functools import cache, partial
-from typing import Literal
+from typing import Literal, get_args
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
@@ -37,6 +41,9 @@ from corral.store.scripts import Dialect, Script, Statement
 
 DAY_SECONDS = 86_400
 """One roll-up day, in seconds (UTC days: a day starts at a multiple of it)."""
+HOUR_SECONDS = 3_600
+"""One roll-up hour, in seconds."""
+HOURS_PER_DAY = DAY_SECONDS // HOUR_SECONDS
 
 _PG_LOCK = 7008
 """Advisory lock key: one roll-up at a time per schema on PostgreSQL."""
@@ -63,9 +70,31 @@ def day_of(moment: float) -> int:
     return math.floor(moment / DAY_SECONDS)
 
 
+def hour_of(moment: float) -> int:
+    """The roll-up hour of a moment (seconds since the epoch)."""
+    return math.floor(moment / HOUR_SECONDS)
+
+
 FirstKind = Literal["agent", "model", "tree"]
 """Whose first call a flag marks: the run's of its agent, the run's of its model, its tree's."""
 FIRST_KINDS: tuple[FirstKind, ...] = ("agent", "model", "tree")
+
+CostDimension = Literal["agent", "workflow", "tenant", "user", "model"]
+"""What a cost report groups model calls by."""
+
+COST_DIMENSIONS: tuple[CostDimension, ...] = get_args(CostDimension)
+
+DIMENSION_KEYS: dict[CostDimension, tuple[str, FirstKind]] = {
+    "agent": ("agent", "agent"),
+    "workflow": ("workflow", "tree"),
+    "tenant": ("tenant", "tree"),
+    "user": ("started_by", "tree"),
+    "model": ("model", "model"),
+}
+"""Each dimension's key among the columns of `cost_hours` and of `calls_between`, and whose first
+calls count its runs (`<kind>_runs`, `<kind>_first`). Tenant and user are read from the call's own
+run: a child run is created in its parent's tenant and carries its parent's `started_by`, so they
+are the root's (the engine's `_start_child`)."""
 
 
 def calls_between(
@@ -145,73 +174,112 @@ def calls_between(
 
 
 async def roll_up(store: Store, *, now: float | None = None) -> int:
-    """Re-sum every out-of-date day that is over (before today, UTC); how many days."""
-    today = day_of(time.time() if now is None else now)
-    found = await store.read_script(lambda dialect: _stale_days(before=today))
+    """Re-sum every out-of-date hour that is over (before the current hour, UTC), and the days
+    they are in; how many hours."""
+    current = hour_of(time.time() if now is None else now)
+    found = await store.read_script(lambda dialect: _stale_hours(before=current))
+    by_day: dict[int, list[tuple[int, int]]] = {}
+    for hour, marks in found:
+        by_day.setdefault(hour // HOURS_PER_DAY, []).append((hour, marks))
     done = 0
-    for day, marks in found:
-        if await store.run_script(partial(_roll_up_day, day, marks)):
-            done += 1
+    for day, hours in by_day.items():
+        if await store.run_script(partial(_roll_up_hours, day, hours)):
+            done += len(hours)
     return done
 
 
 def mark_stale(finished: Iterable[float]) -> Script[None]:
-    """Mark the days of these model calls' finishing moments out of date (the search indexer
+    """Mark the hours of these model calls' finishing moments out of date (the search indexer
     calls it, in the transaction that consumes the calls' change notes)."""
-    days = sorted({day_of(moment) for moment in finished})
-    if days:
+    hours = sorted({hour_of(moment) for moment in finished})
+    if hours:
         yield Statement(
-            "INSERT INTO cost_days_stale (day, marks) VALUES (?, 1)"
-            " ON CONFLICT (day) DO UPDATE SET marks = cost_days_stale.marks + 1",
-            [(day,) for day in days],
+            "INSERT INTO cost_stale_hours (hour, marks) VALUES (?, 1)"
+            " ON CONFLICT (hour) DO UPDATE SET marks = cost_stale_hours.marks + 1",
+            [(hour,) for hour in hours],
             many=True,
         )
 
 
-def stale_days(start: int, end: int) -> Script[set[int]]:
-    """The days in [start, end) whose roll-up must not be read: marked out of date, or with a
+def stale_hours(start: int, end: int) -> Script[set[int]]:
+    """The hours in [start, end) whose roll-up must not be read: marked out of date, or with a
     model call whose change note is not indexed yet."""
     marked = yield Statement(
-        "SELECT day FROM cost_days_stale WHERE day >= ? AND day < ?", (start, end)
+        "SELECT hour FROM cost_stale_hours WHERE hour >= ? AND hour < ?", (start, end)
     )
     pending = yield Statement(
         "SELECT DISTINCT s.finished_at FROM search_changes c"
         " JOIN steps s ON s.run_id = c.run_id AND s.seq = c.seq"
         " WHERE s.call_model IS NOT NULL"
     )
-    days = {int(row[0]) for row in marked.rows}
-    days.update(day_of(float(row[0])) for row in pending.rows)
-    return {day for day in days if start <= day < end}
+    hours = {int(row[0]) for row in marked.rows}
+    hours.update(hour_of(float(row[0])) for row in pending.rows)
+    return {hour for hour in hours if start <= hour < end}
 
 
-def _stale_days(*, before: int) -> Script[list[tuple[int, int]]]:
+def _stale_hours(*, before: int) -> Script[list[tuple[int, int]]]:
     found = yield Statement(
-        "SELECT day, marks FROM cost_days_stale WHERE day < ? ORDER BY day", (before,)
+        "SELECT hour, marks FROM cost_stale_hours WHERE hour < ? ORDER BY hour", (before,)
     )
     return [(int(row[0]), int(row[1])) for row in found.rows]
 
 
-def _roll_up_day(day: int, marks: int, dialect: Dialect) -> Script[bool]:
-    """Re-sum `day` from the journal; unmark it if no note marked it since `marks` was read."""
+_SUMMED = (
+    "tenant, workflow, started_by, agent, model, band, calls, input_tokens, output_tokens,"
+    " first_at, last_at, agent_runs, model_runs, tree_runs"
+)
+_KEY = "tenant, workflow, started_by, agent, model, band"
+
+
+def _roll_up_hours(day: int, hours: list[tuple[int, int]], dialect: Dialect) -> Script[bool]:
+    """Re-sum `hours` (with the marks read) of `day` from the journal, then the day's rows of
+    each dimension from its hour rows; unmark each hour that no note marked since."""
     if dialect == "postgresql":
         locked = yield Statement(
             f"SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), {_PG_LOCK})"
         )
         if not locked.scalar():
-            return False  # another roll-up is at work; it will re-sum this day
-    yield Statement("DELETE FROM cost_days WHERE day = ?", (day,))
-    calls, params = calls_between(day * DAY_SECONDS, (day + 1) * DAY_SECONDS)
-    yield Statement(
-        "INSERT INTO cost_days (day, tenant, workflow, started_by, agent, model, band, calls,"
-        " input_tokens, output_tokens, first_at, last_at, agent_runs, model_runs, tree_runs)"
-        " SELECT CAST(? AS BIGINT), tenant, workflow, started_by, agent, model, band, count(*),"
-        " sum(input_tokens), sum(output_tokens), min(finished_at), max(finished_at),"
-        " sum(agent_first), sum(model_first), sum(tree_first)"
-        f" FROM ({calls}) d GROUP BY tenant, workflow, started_by, agent, model, band",
-        (day, *params),
+            return False  # another roll-up is at work; it will re-sum these hours
+    # The hour of a call, as `hour_of` rounds it (SQLite's CAST truncates: moments are > 0).
+    hour = (
+        f"floor(finished_at / {HOUR_SECONDS})::bigint"
+        if dialect == "postgresql"
+        else f"CAST(finished_at / {HOUR_SECONDS} AS INTEGER)"
     )
-    yield Statement("DELETE FROM cost_days_stale WHERE day = ? AND marks = ?", (day, marks))
+    for begin, end in consecutive_spans(sorted(h for h, _ in hours)):
+        yield Statement("DELETE FROM cost_hours WHERE hour >= ? AND hour < ?", (begin, end))
+        calls, params = calls_between(begin * HOUR_SECONDS, end * HOUR_SECONDS)
+        yield Statement(
+            f"INSERT INTO cost_hours (hour, {_SUMMED})"
+            f" SELECT {hour}, {_KEY}, count(*), sum(input_tokens), sum(output_tokens),"
+            " min(finished_at), max(finished_at), sum(agent_first), sum(model_first),"
+            f" sum(tree_first) FROM ({calls}) d GROUP BY {hour}, {_KEY}",
+            params,
+        )
+    yield Statement("DELETE FROM cost_day_keys WHERE day = ?", (day,))
+    for dimension, (key, first) in DIMENSION_KEYS.items():
+        yield Statement(
+            "INSERT INTO cost_day_keys (dimension, day, tenant, k, model, band, calls,"
+            " input_tokens, output_tokens, first_at, last_at, runs)"
+            f" SELECT ?, CAST(? AS BIGINT), tenant, {key}, model, band, sum(calls),"
+            " sum(input_tokens), sum(output_tokens), min(first_at), max(last_at),"
+            f" sum({first}_runs) FROM cost_hours WHERE hour >= ? AND hour < ?"
+            f" GROUP BY tenant, {key}, model, band",
+            (dimension, day, day * HOURS_PER_DAY, (day + 1) * HOURS_PER_DAY),
+        )
+    yield Statement("DELETE FROM cost_stale_hours WHERE hour = ? AND marks = ?", hours, many=True)
     return True
+
+
+def consecutive_spans(units: Iterable[int]) -> list[tuple[int, int]]:
+    """Ascending `units` (hours or days) as [first, last) runs of consecutive ones."""
+    spans: list[tuple[int, int]] = []
+    for unit in units:
+        if spans and spans[-1][1] == unit:
+            spans[-1] = (spans[-1][0], unit + 1)
+        else:
+            spans.append((unit, unit + 1))
+    return spans
 
 
 @cache
@@ -248,4 +316,19 @@ def band_sql() -> str:
     return f"CASE {whens} WHEN {tokens} > {starts[-1]:d} THEN {len(starts):d} ELSE 0 END"
 
 
-__all__ = ["DAY_SECONDS", "band_sql", "calls_between", "day_of", "mark_stale", "roll_up"]
+__all__ = [
+    "COST_DIMENSIONS",
+    "DAY_SECONDS",
+    "DIMENSION_KEYS",
+    "HOURS_PER_DAY",
+    "HOUR_SECONDS",
+    "CostDimension",
+    "band_sql",
+    "calls_between",
+    "consecutive_spans",
+    "day_of",
+    "hour_of",
+    "mark_stale",
+    "roll_up",
+    "stale_hours",
+]

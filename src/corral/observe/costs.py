@@ -47,7 +47,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
-from typing import Any, Literal, get_args
+from typing import Any
 
 import genai_prices
 from genai_prices.types import ModelInfo, ModelPrice, Provider, StartDateConstraint
@@ -56,22 +56,21 @@ from corral.errors import UsageError
 from corral.models.messages import Usage
 from corral.models.prices import FREE_PROVIDERS, cost_usd
 from corral.observe.cost_days import (
-    DAY_SECONDS,
-    FirstKind,
+    COST_DIMENSIONS,
+    DIMENSION_KEYS,
+    HOUR_SECONDS,
+    HOURS_PER_DAY,
+    CostDimension,
     band_sql,
     calls_between,
-    day_of,
+    consecutive_spans,
+    hour_of,
     roll_up,
-    stale_days,
+    stale_hours,
 )
 from corral.observe.search import catch_up
 from corral.store import Store
 from corral.store.scripts import Dialect, Script, Statement
-
-CostDimension = Literal["agent", "workflow", "tenant", "user", "model"]
-"""What a cost report groups model calls by."""
-
-COST_DIMENSIONS: tuple[CostDimension, ...] = get_args(CostDimension)
 
 MODEL_STEP_PREFIX = "model:"
 
@@ -173,27 +172,6 @@ def total_of(rows: Iterable[CostRow], *, key: str | None = None) -> CostRow:
 
 # -- the report --------------------------------------------------------------------------------
 
-_KEYS: dict[CostDimension, str] = {
-    "agent": "agent",
-    "model": "model",
-    "tenant": "tenant",
-    "user": "started_by",
-    "workflow": "workflow",
-}
-"""Each dimension's key among the columns of `cost_days` and of `calls_between`. Tenant and user
-are read from the call's own run: a child run is created in its parent's tenant and carries its
-parent's `started_by`, so they are the root's (the engine's `_start_child`)."""
-
-_FIRSTS: dict[CostDimension, FirstKind] = {
-    "agent": "agent",
-    "model": "model",
-    "tenant": "tree",
-    "user": "tree",
-    "workflow": "tree",
-}
-"""Whose first calls count a key's runs: `<kind>_runs` in `cost_days`, `<kind>_first` in
-`calls_between`."""
-
 
 def _report(
     *,
@@ -210,40 +188,31 @@ def _report(
         yield Statement("SET LOCAL work_mem = '64MB'")
         yield Statement("SET LOCAL jit = off")
     start = since if since is not None else 0.0
-    key = _KEYS[by]
-    first = _FIRSTS[by]
-    summed, flag = f"{first}_runs", f"{first}_first"
-    # Whole days inside the window, before today, are read from the roll-up (less those out of
-    # date); the rest of the window from the journal.
-    first_day = math.ceil(start / DAY_SECONDS)
-    end_day = day_of(now) if until is None else min(day_of(now), math.floor(until / DAY_SECONDS))
+    key, first = DIMENSION_KEYS[by]
+    plan = yield from _plan(start, until, now=now)
     parts: list[str] = []
     params: list[Any] = []
-    journal: list[tuple[float, float | None]] = []
-    if first_day < end_day:
-        stale = yield from stale_days(first_day, end_day)
-        part = (
-            f"SELECT {key} AS k, model, band, calls, input_tokens, output_tokens, first_at,"
-            f" last_at, {summed} AS firsts FROM cost_days WHERE day >= ? AND day < ?"
+    only_tenant = " AND tenant = ?" if tenant is not None else ""
+    tenant_param = [tenant] if tenant is not None else []
+    columns = "model, band, calls, input_tokens, output_tokens, first_at, last_at"
+    if plan.days:
+        parts.append(
+            f"SELECT k, {columns}, runs AS firsts FROM cost_day_keys WHERE dimension = ?"
+            f" AND ({_ranges('day', plan.days)}){only_tenant}"
         )
-        params += [first_day, end_day]
-        if tenant is not None:
-            part += " AND tenant = ?"
-            params.append(tenant)
-        if stale:
-            part += f" AND day NOT IN ({', '.join('?' for _ in stale)})"
-            params += sorted(stale)
-        parts.append(part)
-        journal.append((start, first_day * DAY_SECONDS))
-        journal += [(day * DAY_SECONDS, (day + 1) * DAY_SECONDS) for day in sorted(stale)]
-        journal.append((end_day * DAY_SECONDS, until))
-    else:
-        journal.append((start, until))
-    for begin, finish in _merged(journal):
+        params += [by, *(bound for span in plan.days for bound in span), *tenant_param]
+    if plan.hours:
+        parts.append(
+            f"SELECT {key} AS k, {columns}, {first}_runs AS firsts FROM cost_hours"
+            f" WHERE ({_ranges('hour', plan.hours)}){only_tenant}"
+        )
+        params += [*(bound for span in plan.hours for bound in span), *tenant_param]
+    for begin, finish in plan.journal:
         calls, more = calls_between(begin, finish, tenant=tenant, firsts=(first,))
         parts.append(
             f"SELECT {key} AS k, model, band, 1 AS calls, input_tokens, output_tokens,"
-            f" finished_at AS first_at, finished_at AS last_at, {flag} AS firsts FROM ({calls}) c"
+            " finished_at AS first_at, finished_at AS last_at,"
+            f" {first}_first AS firsts FROM ({calls}) c"
         )
         params += more
     union = " UNION ALL ".join(parts)
@@ -271,6 +240,61 @@ def _report(
         for raw, cells in _by_position(priced, 0).items()
     ]
     return _ordered(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where a report reads each part of its window from."""
+
+    days: list[tuple[int, int]]
+    """[first, last) runs of whole days read from `cost_days`."""
+    hours: list[tuple[int, int]]
+    """[first, last) runs of whole hours read from `cost_hours`."""
+    journal: list[tuple[float, float | None]]
+    """[start, end) spans of time read from the journal (None: no end)."""
+
+
+def _plan(start: float, until: float | None, *, now: float) -> Script[_Plan]:
+    """Split [start, until) between day rows, hour rows and the journal.
+
+    Whole hours inside the window and before the current hour are rolled up unless out of date
+    (`stale_hours`); a whole day of such hours is read from its day row, the others from their
+    hour rows. The rest (the parts of hours the window cuts, the current hour and later, the
+    out-of-date hours) is read from the journal.
+    """
+    first_hour = math.ceil(start / HOUR_SECONDS)
+    end_hour = hour_of(now)
+    if until is not None:
+        end_hour = min(end_hour, math.floor(until / HOUR_SECONDS))
+    if first_hour >= end_hour:
+        return _Plan([], [], [(start, until)])
+    stale = yield from stale_hours(first_hour, end_hour)
+    # Whole days: [first_day, end_day), less the days with an out-of-date hour, whose other
+    # hours are read from their hour rows, as are the hours before and after the whole days.
+    first_day = math.ceil(first_hour / HOURS_PER_DAY)
+    end_day = max(first_day, end_hour // HOURS_PER_DAY)
+    broken = sorted({d for d in (h // HOURS_PER_DAY for h in stale) if first_day <= d < end_day})
+    days: list[tuple[int, int]] = []
+    begin = first_day
+    for day in [*broken, end_day]:
+        if begin < day:
+            days.append((begin, day))
+        begin = day + 1
+    candidates = [
+        *range(first_hour, min(end_hour, first_day * HOURS_PER_DAY)),
+        *(h for day in broken for h in range(day * HOURS_PER_DAY, (day + 1) * HOURS_PER_DAY)),
+        *range(max(first_hour, end_day * HOURS_PER_DAY), end_hour),
+    ]
+    hours = consecutive_spans(sorted({h for h in candidates if h not in stale}))
+    journal: list[tuple[float, float | None]] = [(start, float(first_hour * HOUR_SECONDS))]
+    journal += [(float(h * HOUR_SECONDS), float((h + 1) * HOUR_SECONDS)) for h in sorted(stale)]
+    journal.append((float(end_hour * HOUR_SECONDS), until))
+    return _Plan(days, hours, _merged(journal))
+
+
+def _ranges(unit: str, spans: list[tuple[int, int]]) -> str:
+    """SQL matching `unit` (a column) in any of `spans` ([first, last) each, as parameters)."""
+    return " OR ".join(f"({unit} >= ? AND {unit} < ?)" for _ in spans)
 
 
 def _merged(spans: list[tuple[float, float | None]]) -> list[tuple[float, float | None]]:

@@ -410,7 +410,7 @@ def index_changes(limit: int, *, up_to: int | None = None, dialect: Dialect) -> 
     if settled:
         yield Statement("UPDATE search_runs SET status = ? WHERE run_key = ?", settled, many=True)
     yield from _write_documents(documents, dialect)
-    # The daily cost roll-up follows the same notes: a model call's day must be summed again.
+    # The cost roll-up follows the same notes: a model call's hour must be summed again.
     yield from mark_stale(float(row[16]) for row in found.rows if row[17] is not None)
     yield Statement(
         "DELETE FROM search_changes WHERE change_id = ?", [(r[0],) for r in found.rows], many=True
