@@ -12,6 +12,7 @@ import pytest
 
 from corral.control.dispatcher import dispatch_once, verify_signature
 from corral.control.events import NOTIFICATION_TYPES
+from corral.governance.audit import read_entries
 from corral.server.routes.webhooks import NotificationType
 
 from .harness import ApiServer
@@ -144,3 +145,39 @@ async def test_a_test_event_is_delivered_and_its_deliveries_page_by_cursor(
 
 def test_the_api_offers_every_notification_type() -> None:
     assert get_args(NotificationType) == NOTIFICATION_TYPES
+
+
+async def test_a_paused_webhook_holds_its_deliveries_until_it_is_resumed(api: ApiServer) -> None:
+    admin = await api.key("admin", principal="ada")
+    received: list[httpx2.Request] = []
+
+    def receiver(request: httpx2.Request) -> httpx2.Response:
+        received.append(request)
+        return httpx2.Response(204)
+
+    async with (
+        api.client(admin) as http,
+        httpx2.AsyncClient(transport=httpx2.MockTransport(receiver)) as client,
+    ):
+        webhook_id = (await http.post("/api/v1/webhooks", json=HOOK)).json()["webhook_id"]
+        delivery = (await http.post(f"/api/v1/webhooks/{webhook_id}/test")).json()
+        paused = await http.patch(f"/api/v1/webhooks/{webhook_id}", json={"active": False})
+        assert (paused.status_code, paused.json()["active"]) == (200, False), paused.text
+        assert (await dispatch_once(api.store, api.clock, client)).delivered == 0
+        assert received == []
+        again = await http.patch(f"/api/v1/webhooks/{webhook_id}", json={"active": False})
+        assert again.json()["active"] is False  # no change, nothing audited
+
+        resumed = await http.patch(f"/api/v1/webhooks/{webhook_id}", json={"active": True})
+        assert resumed.json()["active"] is True
+        assert (await dispatch_once(api.store, api.clock, client)).delivered == 1
+        assert [json.loads(r.content)["id"] for r in received] == [delivery["event_id"]]
+
+        entries = await api.store.read_script(lambda d: read_entries("default"))
+        kinds = [e.kind for e in entries if e.subject == f"webhook:{webhook_id}"]
+        assert sorted(kinds) == ["webhook.created", "webhook.paused", "webhook.resumed"]
+
+        bad = await http.patch(f"/api/v1/webhooks/{webhook_id}", json={"active": "maybe"})
+        assert (bad.status_code, bad.json()["errors"][0]["loc"]) == (422, ["body", "active"])
+        missing = await http.patch("/api/v1/webhooks/wh_nosuchhook", json={"active": True})
+        assert missing.status_code == 404

@@ -84,6 +84,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", f"{API}/webhooks"): "admin",
     ("GET", f"{API}/webhooks/{{webhook_id}}"): "admin",
     ("DELETE", f"{API}/webhooks/{{webhook_id}}"): "admin",
+    ("PATCH", f"{API}/webhooks/{{webhook_id}}"): "admin",
     ("GET", f"{API}/webhooks/{{webhook_id}}/deliveries"): "admin",
     ("POST", f"{API}/webhooks/{{webhook_id}}/test"): "admin",
     # keys
@@ -125,6 +126,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "event_types": ["run.failed"],
     },
     ("POST", f"{API}/keys"): {"role": "viewer", "name": "made by the matrix"},
+    ("PATCH", f"{API}/webhooks/{{webhook_id}}"): {"active": False},
 }
 """A valid body for each route that takes one (others get none)."""
 

@@ -290,6 +290,37 @@ def delete_webhook(
     return found
 
 
+def set_webhook_active(
+    tenant: str, webhook_id: str, active: bool, *, actor: str, now: float, dialect: Dialect
+) -> Script[Webhook | None]:
+    """Pause (`active=False`) or resume a subscription (audited as `webhook.paused` or
+    `webhook.resumed` when it changes); None if `tenant` has no such one.
+
+    A paused subscription gets no new deliveries and its pending ones wait (they are not
+    claimed); on resume they are sent. Events of the time it was paused are not, save those of
+    the last `LOOKBACK` seconds before it resumes (the scan reads that far back).
+    """
+    found = yield from get_webhook(tenant, webhook_id)
+    if found is None or found.active == active:
+        return found
+    yield Statement(
+        "UPDATE webhooks SET active = ? WHERE webhook_id = ? AND tenant = ?",
+        (1 if active else 0, webhook_id, tenant),
+    )
+    yield from append(
+        tenant,
+        AuditEntry(
+            kind="webhook.resumed" if active else "webhook.paused",
+            actor=actor,
+            subject=f"webhook:{webhook_id}",
+            decision={"url": found.url},
+        ),
+        at=now,
+        dialect=dialect,
+    )
+    return dataclasses.replace(found, active=active)
+
+
 def _webhook(row: Sequence[Any]) -> Webhook:
     return Webhook(
         webhook_id=row[0],

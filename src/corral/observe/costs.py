@@ -28,9 +28,9 @@ workflows, at any depth), each exactly once, split by run, agent and model.
 
 How it stays fast on a large journal: the database decodes each model call's model and tokens
 (generated columns `call_model`, `call_input_tokens`, `call_output_tokens` of `steps`, migration
-0005), and whole days are read from the daily roll-up (`corral.observe.cost_days`), so a report
-is one aggregate statement over a few thousand summed rows and the calls of the days the window
-cuts. It returns one row per key, model and *price band*, which are priced here. Pricing a sum
+0005), and whole days and hours are read from the roll-up (`corral.observe.cost_days`), so a
+report is one aggregate statement over a few thousand summed rows and the calls of the current
+hour and of the hours the window cuts. It returns one row per key, model and *price band*, which are priced here. Pricing a sum
 of calls equals summing the prices of the calls because, within one band, a price is linear in
 tokens (and in calls, for a per-request fee): the bands are cut at every token threshold
 `genai-prices` knows (a "price above 200k input tokens" tier applies to a whole call). A model
@@ -132,7 +132,7 @@ async def cost_report(
         since: Only calls that finished at or after this time (seconds since the epoch).
         until: Only calls that finished before this time.
         tenant: Only calls of this tenant's runs; None: every tenant.
-        index_first: Bring the daily roll-up up to date first (`corral.observe.cost_days`);
+        index_first: Bring the roll-up up to date first (`corral.observe.cost_days`);
             without it the report is as exact, and slower when many days are out of date.
 
     Raises:

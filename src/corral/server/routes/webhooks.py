@@ -24,6 +24,7 @@ from corral.control.webhooks import (
     get_webhook,
     list_deliveries,
     list_webhooks,
+    set_webhook_active,
 )
 from corral.server.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from corral.server.problems import not_found
@@ -51,6 +52,16 @@ class CreateWebhook(BaseModel):
     )
     events: list[NotificationType] = Field(min_length=1, max_length=20)
     description: str = Field(default="", max_length=500)
+
+
+class UpdateWebhook(BaseModel):
+    """What to change in a subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool = Field(
+        description="false pauses it (no new deliveries; pending ones wait), true resumes it."
+    )
 
 
 class WebhookOut(BaseModel):
@@ -209,6 +220,32 @@ async def remove(webhook_id: WebhookId, caller: CallerDep, request: Request) -> 
     if removed is None:
         raise not_found("such webhook")
     return WebhookOut.of(removed)
+
+
+@route(
+    router,
+    "PATCH",
+    "/webhooks/{webhook_id}",
+    "admin",
+    response_model=WebhookOut,
+    summary="Pause or resume a webhook",
+)
+async def update(
+    webhook_id: WebhookId, body: UpdateWebhook, caller: CallerDep, request: Request
+) -> WebhookOut:
+    """Pause a webhook (`{"active": false}`): it gets no new deliveries, and its pending ones wait
+    until it is resumed. Events of the time it was paused are not sent, save those of the
+    minute before it resumes (the event scan reads a minute back)."""
+    state = state_of(request)
+    now = state.now()
+    changed = await state.store.run_script(
+        lambda d: set_webhook_active(
+            caller.tenant, webhook_id, body.active, actor=caller.principal, now=now, dialect=d
+        )
+    )
+    if changed is None:
+        raise not_found("such webhook")
+    return WebhookOut.of(changed)
 
 
 @route(
