@@ -30,12 +30,12 @@ How it stays fast on a large journal: the database decodes each model call's mod
 (generated columns `call_model`, `call_input_tokens`, `call_output_tokens` of `steps`, migration
 0005), and whole days and hours are read from the roll-up (`corral.observe.cost_days`), so a
 report is one aggregate statement over a few thousand summed rows and the calls of the current
-hour and of the hours the window cuts. It returns one row per key, model and *price band*, which are priced here. Pricing a sum
-of calls equals summing the prices of the calls because, within one band, a price is linear in
-tokens (and in calls, for a per-request fee): the bands are cut at every token threshold
-`genai-prices` knows (a "price above 200k input tokens" tier applies to a whole call). A model
-whose price changed inside the reported period (a new price from a date, or an off-peak price by
-time of day) is priced call by call instead.
+hour and of the hours the window cuts. It returns one row per key, model and *price band*,
+which are priced here. Pricing a sum of calls equals summing the prices of the calls because,
+within one band, a price is linear in tokens (and in calls, for a per-request fee): the bands are
+cut at every token threshold `genai-prices` knows (a "price above 200k input tokens" tier applies
+to a whole call). A model whose price changed inside the reported period (a new price from a
+date, or an off-peak price by time of day) is priced call by call instead.
 """
 
 from __future__ import annotations
