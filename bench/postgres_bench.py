@@ -27,6 +27,7 @@ from psycopg import sql
 
 from bench.engine_bench import Row, concurrent_steps_per_second, durable_per_step, noop
 from corral import Corral, RunContext, RunHandle, current_step
+from corral.store import tenant_scope
 from corral.store.postgresql import parse_postgres_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -483,6 +484,42 @@ async def paused_runs(base_url: str, *, count: int, workers: int) -> list[Row]:
     ]
 
 
+async def scoped_reads(base_url: str, *, runs: int, samples: int) -> dict[str, float]:
+    """Microseconds (median) of the server's two common reads, a run by id and a page of 50
+    runs, unscoped and inside a tenant scope (row-level security, `corral.store.tenant_scope`).
+
+    `runs` runs of two tenants are parked; the reads alternate so that drift hits both alike.
+    """
+    async with fresh_schema(base_url) as url:
+        for tenant in ("acme", "globex"):
+            async with Corral(url, tenant=tenant) as corral:
+                await create_runs(corral, PARK, None, runs // 2)
+        async with Corral(url) as corral:
+            store = corral.store
+            some = await store.list_runs(tenant="acme", limit=1)
+            run_id = some[0].run_id
+
+            async def get_run() -> object:
+                return await store.get_run(run_id)
+
+            async def page() -> object:
+                return await store.list_runs(tenant="acme", limit=50)
+
+            timings: dict[str, list[float]] = {}
+            for _ in range(samples):
+                for name, read in (("get", get_run), ("page", page)):
+                    for scoped in (False, True):
+                        started = time.perf_counter()
+                        if scoped:
+                            with tenant_scope("acme"):
+                                await read()
+                        else:
+                            await read()
+                        key = f"{name}{'_scoped' if scoped else ''}"
+                        timings.setdefault(key, []).append((time.perf_counter() - started) * 1e6)
+    return {key: _median(values) for key, values in timings.items()}
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
@@ -522,6 +559,21 @@ async def run_all(base_url: str, *, quick: bool) -> list[Row]:
     runs = 200 if quick else 1500
     for workers in (1, 2, 3, 4):
         rows.extend(await throughput(base_url, workers=workers, runs=runs, steps=steps))
+
+    reads = await scoped_reads(
+        base_url, runs=2000 if quick else 20000, samples=200 if quick else 1000
+    )
+    for name, what in (("get", "a run by id"), ("page", "a page of 50 runs")):
+        plain, scoped = reads[name], reads[f"{name}_scoped"]
+        rows.append(
+            Row(
+                f"pg: {what}, in a tenant scope",
+                scoped,
+                "µs",
+                f"unscoped {plain:.0f} µs: row-level security and its transaction add"
+                f" {scoped - plain:+.0f} µs",
+            )
+        )
 
     totals, to_expiry = await lease_takeover(base_url, samples=3 if quick else 5)
     target = LEASE_TTL + 2 * HEARTBEAT

@@ -11,6 +11,10 @@ of another tenant answers exactly like one that does not exist (404). Failures a
 key, or one that is malformed, unknown, wrong, revoked or expired: the same detail for all, so a
 caller cannot probe which) or 403 (the key's role is below the route's).
 
+On PostgreSQL, row-level security backs the tenant filter: once a key is accepted, the rest of
+the request is in its tenant's scope (`corral.store.tenant_scope`), so a query that forgot its
+tenant filter still sees and changes that tenant's rows only.
+
 Audit: a known key's failures are recorded in its tenant's chain (`key.refused`); every request
 that changes something (not GET/HEAD) is recorded with its answer's status (`key.used`), by the
 middleware `audit_changes`. Reads only update the key's `last_used_at`, at most once a minute.
@@ -31,6 +35,7 @@ from corral.governance.identity import Role
 from corral.governance.keys import ApiKey, check_token, record_failure, record_use, touch
 from corral.server.problems import Problem
 from corral.server.state import state_of
+from corral.store import enter_tenant_scope
 
 log = logging.getLogger("corral.server.security")
 
@@ -98,6 +103,12 @@ async def authenticate(request: Request, token: str | None) -> Caller:
     last = checked.key.last_used_at
     if request.method in _READS and (last is None or now - last >= TOUCH_EVERY):
         await state.store.run_script(lambda d: touch(caller.key.key_id, now=now))
+    # The rest of the request works in the key's tenant. No block to leave: the scope is set in
+    # the request's own context (this is an async dependency, run in the task that then runs
+    # the endpoint and its response; a sync endpoint's thread gets a copy of it) and ends with
+    # it. The middleware outside (`audit_changes`) runs the route in a task of its own, so
+    # the scope does not reach back into it.
+    enter_tenant_scope(caller.tenant)
     return caller
 
 

@@ -19,6 +19,7 @@ from corral.store.records import (
     StepWrite,
 )
 from corral.store.sqlite import SQLiteStore
+from corral.store.tenant_scope import enter_tenant_scope, scoped_tenant, tenant_scope, unscoped
 
 DEFAULT_DATABASE_URL = "sqlite:///.corral/corral.db"
 
@@ -53,5 +54,9 @@ __all__ = [
     "StepStatus",
     "StepWrite",
     "Store",
+    "enter_tenant_scope",
     "open_store",
+    "scoped_tenant",
+    "tenant_scope",
+    "unscoped",
 ]

@@ -10,6 +10,9 @@
 - Runs made runnable are announced with `NOTIFY`; workers `LISTEN` and also poll, because a
   notification is not durable (one sent while a listener reconnects is lost).
 - `?schema=NAME` in the URL keeps Corral's tables in their own schema (created if missing).
+- Inside a tenant scope (`tenant_scope.py`) reads run in a transaction as the role the
+  row-level security policies of migration 0012 bind, with the tenant set; writes are scoped per
+  operation inside the writer's shared transaction (see `_apply_scoped`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, pq, sql
 from psycopg_pool import AsyncConnectionPool
 
 from corral.errors import (
@@ -71,6 +74,7 @@ from corral.store.rows import (
     step_from_row,
 )
 from corral.store.scripts import Result, ScriptFactory, Statement, drive_async
+from corral.store.tenant_scope import RESTRICTED_ROLE, TENANT_SETTING, scoped_tenant
 
 T = TypeVar("T")
 log = logging.getLogger("corral.store")
@@ -112,6 +116,32 @@ class _Pending:
     future: asyncio.Future[Any]
     bulk: BulkApply | None = None
     item: Any = None
+    tenant: str | None = None
+    """The tenant scope the operation was submitted in (None: unscoped)."""
+
+
+# A scoped transaction becomes the restricted role with the tenant set in the round trip that
+# begins it: several statements, so the tenant goes in as a quoted literal (no parameters).
+_BEGIN_SCOPE = sql.SQL("BEGIN; SET LOCAL ROLE {role}; SELECT set_config({setting}, {tenant}, true)")
+_ENTER_SCOPE = sql.SQL(
+    "SAVEPOINT corral_scope; SET LOCAL ROLE {role}; SELECT set_config({setting}, {tenant}, true)"
+)
+_LEAVE_SCOPE = sql.SQL(
+    "SET LOCAL ROLE NONE; SELECT set_config({setting}, '', true); RELEASE SAVEPOINT corral_scope"
+).format(setting=sql.Literal(TENANT_SETTING))
+_UNDO_SCOPE = "ROLLBACK TO SAVEPOINT corral_scope; RELEASE SAVEPOINT corral_scope"
+_INHERITS_RESTRICTED_ROLE = (
+    "SELECT NOT u.rolsuper AND pg_has_role(u.oid, r.oid, 'USAGE')"
+    " FROM pg_roles u, pg_roles r WHERE u.rolname = current_user AND r.rolname = %s"
+)
+
+
+def _scope_sql(template: sql.SQL, tenant: str) -> sql.Composed:
+    return template.format(
+        role=sql.Identifier(RESTRICTED_ROLE),
+        setting=sql.Literal(TENANT_SETTING),
+        tenant=sql.Literal(tenant),
+    )
 
 
 def parse_postgres_url(url: str) -> tuple[str, str]:
@@ -249,6 +279,10 @@ class PostgresStore:
             return exc
         if isinstance(exc, psycopg.errors.IntegrityError):
             return StoreError(f"{self._where}: {exc}", url=self._where)
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            # Refused, not unavailable: most often a scoped write that row-level security
+            # stopped from landing in another tenant.
+            return StoreError(f"{self._where}: refused: {exc}", url=self._where)
         if isinstance(exc, psycopg.OperationalError | psycopg.errors.AdminShutdown | OSError):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return StoreUnavailable(
@@ -313,10 +347,24 @@ class PostgresStore:
                     if status.current is None:
                         await self._apply(conn, status.pending)
                     refuse_unless_current(await self._status(conn), self._where)
+            await self._refuse_inherited_scope(conn)
         except Exception as exc:
             raise self._translate(exc) from exc
         finally:
             await conn.close()
+
+    async def _refuse_inherited_scope(self, conn: Connection) -> None:
+        """Refuse a user who inherits the restricted role's privileges: its policies would bind
+        every session of that user, with no tenant set, and workers would see no rows at all."""
+        row = await (await conn.execute(_INHERITS_RESTRICTED_ROLE, (RESTRICTED_ROLE,))).fetchone()
+        if row is not None and row[0]:
+            raise StoreError(
+                f"{self._where}: this user inherits the role {RESTRICTED_ROLE}, so row-level"
+                " security would hide every row from its unscoped sessions; grant the role WITH"
+                " INHERIT FALSE (PostgreSQL 16 and later) or make the user NOINHERIT (see"
+                ' "Row-level security" in docs/operations.md)',
+                url=self._where,
+            )
 
     async def schema_status(self) -> SchemaStatus:
         conn = await self._connect()
@@ -348,10 +396,12 @@ class PostgresStore:
         if self._queue is None:
             raise StoreError(f"the store at {self._where} is not open", url=self._where)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(operation, future))
+        self._queue.put_nowait(_Pending(operation, future, tenant=scoped_tenant()))
         return future
 
     def _submit_bulk(self, apply_many: BulkApply, item: Any) -> asyncio.Future[Any]:
+        # Never scoped: bulk items (journal steps) come from workers holding a lease, fenced by
+        # its epoch, and one statement writes the items of many runs and tenants at once.
         if self._queue is None:
             raise StoreError(f"the store at {self._where} is not open", url=self._where)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -417,7 +467,12 @@ class PostgresStore:
                         continue
                     assert item.operation is not None
                     try:
-                        outcomes.append(await item.operation(conn, state))
+                        if item.tenant is None:
+                            outcomes.append(await item.operation(conn, state))
+                        else:
+                            outcomes.append(
+                                await self._apply_scoped(conn, state, item.operation, item.tenant)
+                            )
                     except CorralError as exc:
                         outcomes.append(exc)  # refusals write nothing before raising
                     index += 1
@@ -450,14 +505,73 @@ class PostgresStore:
             return None
         return outcomes
 
+    async def _apply_scoped(
+        self, conn: Connection, batch: Batch, operation: Operation[T], tenant: str
+    ) -> T:
+        """Apply one operation of a shared batch in `tenant`'s scope, and only that operation.
+
+        The batch's transaction also holds other tenants' writes and the engine's unscoped ones,
+        so the scope cannot be the transaction's: the operation runs under a savepoint as the
+        restricted role with the tenant set, both reset before the savepoint is released (and
+        undone with it if the operation fails). A write that row-level security refuses fails
+        this operation alone, like a refusal. The operation gets a lease-epoch cache of its own
+        and the batch's is dropped after it: an answer read in the scope (another tenant's run
+        looks absent) must not be reused unscoped, and a scoped cancel bumps epochs.
+        """
+        own = Batch()
+        try:
+            await self._begin_scope(conn, _ENTER_SCOPE, tenant)
+            outcome = await operation(conn, own)
+        except BaseException as exc:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(_UNDO_SCOPE)
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                raise self._translate(exc) from exc
+            raise
+        await conn.execute(_LEAVE_SCOPE)
+        batch.epochs.clear()
+        batch.notify = batch.notify or own.notify
+        return outcome
+
+    async def _begin_scope(self, conn: Connection, template: sql.SQL, tenant: str) -> None:
+        """Become the restricted role with `tenant` set, until the transaction or savepoint
+        that `template` begins ends."""
+        try:
+            await conn.execute(_scope_sql(template, tenant))
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedObject) as exc:
+            raise StoreError(
+                f"{self._where}: a tenant scope needs to act as the role {RESTRICTED_ROLE}, and"
+                f" this user cannot ({exc}); grant it: GRANT {RESTRICTED_ROLE} TO <user> (see"
+                ' "Row-level security" in docs/operations.md)',
+                url=self._where,
+            ) from exc
+
     async def _read(self, query: Callable[[Connection], Awaitable[T]]) -> T:
         if self._pool is None:
             raise StoreError(f"the store at {self._where} is not open", url=self._where)
+        tenant = scoped_tenant()
         try:
             async with self._pool.connection() as conn:
-                return await query(conn)
+                if tenant is None:
+                    return await query(conn)
+                return await self._read_scoped(conn, tenant, query)
         except Exception as exc:
             raise self._translate(exc) from exc
+
+    async def _read_scoped(
+        self, conn: Connection, tenant: str, query: Callable[[Connection], Awaitable[T]]
+    ) -> T:
+        """`query` in a transaction of `tenant`'s scope, begun in one round trip."""
+        try:
+            await self._begin_scope(conn, _BEGIN_SCOPE, tenant)
+            result = await query(conn)
+        except BaseException:
+            # A connection lost or cancelled mid-query is the pool's to discard or roll back.
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+        return result
 
     async def _fence(self, conn: Connection, batch: Batch, run_id: str, epoch: int) -> None:
         if run_id not in batch.epochs:
@@ -525,6 +639,9 @@ class PostgresStore:
 
     async def read_script(self, factory: ScriptFactory[T]) -> T:
         async def query(conn: Connection) -> T:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                # A scope's transaction already holds it: no savepoint needed.
+                return await drive_async(_pg_executor(conn), factory("postgresql"))
             async with conn.transaction():
                 return await drive_async(_pg_executor(conn), factory("postgresql"))
 

@@ -34,7 +34,7 @@ router = APIRouter(include_in_schema=False, tags=["ui"])
 class SignIn(BaseModel):
     """The key a person pasted on the login page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     token: str = Field(min_length=1, max_length=400)
 

@@ -40,9 +40,22 @@ class Migration:
     sql: str
 
     def statements(self) -> list[str]:
-        """The file's statements, split on `;` at line ends (our migrations hold no bodies)."""
-        lines = [line for line in self.sql.splitlines() if not line.lstrip().startswith("--")]
-        return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";")]
+        """The file's statements, split on `;` at line ends, except inside a `$$` body (a `DO`
+        block or a function spanning lines). A file of comments only has none: a migration
+        that this dialect has nothing to do for (PostgreSQL's row-level security on SQLite)."""
+        found: list[str] = []
+        current: list[str] = []
+        in_body = False
+        for line in self.sql.splitlines():
+            if not in_body and line.lstrip().startswith("--"):
+                continue
+            current.append(line)
+            in_body ^= line.count("$$") % 2 == 1
+            if not in_body and line.rstrip().endswith(";"):
+                found.append("\n".join(current).strip().rstrip(";").strip())
+                current = []
+        found.append("\n".join(current).strip().rstrip(";").strip())
+        return [statement for statement in found if statement]
 
 
 @cache

@@ -1,0 +1,3 @@
+-- Row-level security is PostgreSQL's (postgresql/0012_row_level_security.sql): SQLite has none,
+-- and `corral.store.tenant_scope` does nothing there. The version is kept so that both dialects
+-- count their migrations alike.
