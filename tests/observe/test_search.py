@@ -304,3 +304,29 @@ async def test_corral_runs_search(db_url: str, corral: Corral, clock: FakeClock)
     code, out, _ = await invoke(db_url, "runs", "index", "--json")
     assert code == 0
     assert json.loads(out)["indexed"] == 0  # the searches above caught the index up
+
+
+async def test_indexing_plans_per_execution_and_restores_the_setting(
+    corral: Corral, clock: FakeClock, backend: str
+) -> None:
+    """On PostgreSQL a batch's statements are planned per execution (cached generic plans made
+    while the index was small scan it whole), and the writer's shared transaction gets its own
+    setting back afterwards; SQLite has no such setting."""
+    fleet = await run_fleet(corral, clock)
+    if backend == "sqlite":
+        assert await corral.store.run_script(lambda d: search.index_changes(500, dialect=d)) > 0
+        assert await found(corral, "B-9") == [fleet.shipped]
+        return
+
+    def batch_then_setting(dialect: Dialect) -> Script[tuple[int, list[str]]]:
+        settings = []
+        yield Statement("SET LOCAL plan_cache_mode = force_generic_plan")
+        during = yield from search.index_changes(500, dialect=dialect)
+        after = yield Statement("SELECT current_setting('plan_cache_mode')")
+        settings.append(after.scalar())
+        return during, settings
+
+    indexed, settings = await corral.store.run_script(batch_then_setting)
+    assert indexed > 0
+    assert settings == ["force_generic_plan"]
+    assert await found(corral, "B-9") == [fleet.shipped]

@@ -252,3 +252,21 @@ async def test_search_finds_the_tenants_runs_only(api: ApiServer) -> None:
             assert refused.status_code == 422, (params, refused.text)
         nothing = await http.get("/api/v1/search", params={"q": "!!! ---"})
         assert "no word" in nothing.json()["detail"]
+
+
+async def test_indexing_in_one_tenants_request_indexes_every_tenant(api: ApiServer) -> None:
+    """The search index and the cost roll-up are brought up to date by whichever request comes
+    first; on PostgreSQL that request runs in its key's tenant scope, yet the indexing must
+    cover every tenant's steps, or the next tenant would find its runs missing for good."""
+    ours = await support_run(api, "A-1")
+    theirs = await support_run(api, "B-1", tenant="acme")
+    api.clock.advance(2 * 3600)  # the calls' hour is over: the roll-up sums it
+    async with api.client(await api.key("viewer")) as http:
+        found = (await http.get("/api/v1/search", params={"q": "order"})).json()["hits"]
+        assert ours in {hit["run_id"] for hit in found}
+        assert (await http.get("/api/v1/costs")).json()["total"]["model_calls"] == 4
+    async with api.client(await api.key("viewer", tenant="acme")) as http:
+        found = (await http.get("/api/v1/search", params={"q": "order"})).json()["hits"]
+        assert theirs in {hit["run_id"] for hit in found}
+        report = (await http.get("/api/v1/costs")).json()
+        assert (report["tenant"], report["total"]["model_calls"]) == ("acme", 4)

@@ -36,7 +36,7 @@ from typing import Literal, get_args
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
 
-from corral.store import Store
+from corral.store import Store, unscoped
 from corral.store.scripts import Dialect, Script, Statement
 
 DAY_SECONDS = 86_400
@@ -175,17 +175,19 @@ def calls_between(
 
 async def roll_up(store: Store, *, now: float | None = None) -> int:
     """Re-sum every out-of-date hour that is over (before the current hour, UTC), and the days
-    they are in; how many hours."""
+    they are in; how many hours. Outside any tenant scope (`corral.store.unscoped`): an hour is
+    re-summed for every tenant at once."""
     current = hour_of(time.time() if now is None else now)
-    found = await store.read_script(lambda dialect: _stale_hours(before=current))
-    by_day: dict[int, list[tuple[int, int]]] = {}
-    for hour, marks in found:
-        by_day.setdefault(hour // HOURS_PER_DAY, []).append((hour, marks))
-    done = 0
-    for day, hours in by_day.items():
-        if await store.run_script(partial(_roll_up_hours, day, hours)):
-            done += len(hours)
-    return done
+    with unscoped():
+        found = await store.read_script(lambda dialect: _stale_hours(before=current))
+        by_day: dict[int, list[tuple[int, int]]] = {}
+        for hour, marks in found:
+            by_day.setdefault(hour // HOURS_PER_DAY, []).append((hour, marks))
+        done = 0
+        for day, hours in by_day.items():
+            if await store.run_script(partial(_roll_up_hours, day, hours)):
+                done += len(hours)
+        return done
 
 
 def mark_stale(finished: Iterable[float]) -> Script[None]:

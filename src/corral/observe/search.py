@@ -42,7 +42,7 @@ from typing import Any, Literal, cast
 from corral.errors import UsageError
 from corral.observe.cost_days import mark_stale
 from corral.observe.journal_view import step_view
-from corral.store import RUN_STATUSES, StepKind, StepRecord, StepStatus, Store
+from corral.store import RUN_STATUSES, StepKind, StepRecord, StepStatus, Store, unscoped
 from corral.store.scripts import Dialect, Script, Statement
 
 Field = Literal["input", "output", "arguments", "error"]
@@ -102,22 +102,24 @@ async def catch_up(
     """Index what was journaled before the call; the number of changes indexed.
 
     Each batch is one transaction on the store's writer. On PostgreSQL one indexer works at a
-    time per schema: a catch-up that finds another one at work returns at once.
+    time per schema: a catch-up that finds another one at work returns at once. It runs outside
+    any tenant scope (`corral.store.unscoped`): the index covers every tenant's steps.
     """
-    latest = await store.read_script(lambda dialect: _latest_change())
-    if latest is None:
-        return 0
-    total = 0
-    rounds = 0
-    while max_batches is None or rounds < max_batches:
-        done = await store.run_script(
-            lambda dialect: index_changes(batch, up_to=latest, dialect=dialect)
-        )
-        total += done
-        rounds += 1
-        if done < batch:
-            break
-    return total
+    with unscoped():
+        latest = await store.read_script(lambda dialect: _latest_change())
+        if latest is None:
+            return 0
+        total = 0
+        rounds = 0
+        while max_batches is None or rounds < max_batches:
+            done = await store.run_script(
+                lambda dialect: index_changes(batch, up_to=latest, dialect=dialect)
+            )
+            total += done
+            rounds += 1
+            if done < batch:
+                break
+        return total
 
 
 async def search_runs(
@@ -359,12 +361,31 @@ def _latest_change() -> Script[int | None]:
 def index_changes(limit: int, *, up_to: int | None = None, dialect: Dialect) -> Script[int]:
     """Index up to `limit` noted changes (oldest first; none after `up_to`) and drop their
     notes; how many."""
-    if dialect == "postgresql":
-        locked = yield Statement(
-            f"SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), {_PG_LOCK})"
-        )
-        if not locked.scalar():
-            return 0  # another indexer is at work; it will index these changes
+    if dialect == "sqlite":
+        return (yield from _index_changes(limit, up_to, dialect))
+    locked = yield Statement(
+        f"SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), {_PG_LOCK})"
+    )
+    if not locked.scalar():
+        return 0  # another indexer is at work; it will index these changes
+    # The statements below run thousands of times per batch as prepared statements, whose
+    # generic plans are made once per connection. Made while the index tables were small (a
+    # new database), or never re-planned because their statistics are stale (a catch-up grows
+    # them far faster than autovacuum re-analyzes them, if it runs at all), those plans scan
+    # `search_docs` whole for every document removed: a first catch-up of a million steps ran
+    # at 1,200 changes a second and slowing, against 10,000 steady with plans made per
+    # execution (bench/observe_bench.py). So this script plans per execution, and restores the
+    # transaction's setting after (the writer's transaction is shared with other operations).
+    before = yield Statement(
+        "SELECT current_setting('plan_cache_mode'),"
+        " set_config('plan_cache_mode', 'force_custom_plan', true)"
+    )
+    indexed = yield from _index_changes(limit, up_to, dialect)
+    yield Statement("SELECT set_config('plan_cache_mode', ?, true)", (before.rows[0][0],))
+    return indexed
+
+
+def _index_changes(limit: int, up_to: int | None, dialect: Dialect) -> Script[int]:
     found = yield Statement(_CHANGES, (up_to if up_to is not None else 1 << 62, limit))
     if not found.rows:
         return 0
