@@ -88,7 +88,10 @@ def test_migration_files_are_numbered_1_to_n() -> None:
 @pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda m: f"{m.version:04d}_{m.name}")
 def test_each_migration_splits_into_statements(migration: Migration) -> None:
     statements = migration.statements()
-    assert statements
+    # Only a file of comments may have none: a migration this dialect has nothing to do for.
+    assert statements or all(
+        line.lstrip().startswith("--") for line in migration.sql.splitlines() if line.strip()
+    )
     for statement in statements:
         assert sqlite3.complete_statement(statement + ";"), statement
 
@@ -104,7 +107,8 @@ async def test_a_fresh_database_equals_one_migrated_step_by_step(tmp_path: Path)
     for migration in MIGRATIONS:
         apply_migration(stepped, migration)
         current = schema_of(stepped)
-        assert current != previous, f"migration {migration.version} changed nothing"
+        if migration.statements():
+            assert current != previous, f"migration {migration.version} changed nothing"
         previous = current
 
     assert schema_of(fresh) == schema_of(stepped)
@@ -164,6 +168,18 @@ def pg_schema_of(url: str) -> PgSchema:
             (schema,),
         ).fetchall()
         found += [("constraint", t, n, d.replace(f"{schema}.", "")) for t, n, d in constraints]
+        policies = conn.execute(
+            "SELECT c.relname, c.relrowsecurity::text, c.relforcerowsecurity::text,"
+            " coalesce(p.polname, ''), coalesce(p.polpermissive::text, ''),"
+            " coalesce(pg_get_expr(p.polqual, p.polrelid), ''),"
+            " coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_policy p ON p.polrelid = c.oid"
+            " WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname != 'corral_schema'"
+            " ORDER BY c.relname, p.polname",
+            (schema,),
+        ).fetchall()
+        found += [("security", *row) for row in policies]
     return found
 
 
