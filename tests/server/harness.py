@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 import uvicorn
+from fastapi import APIRouter
 
 from corral import Corral, Workflow
+from corral.governance.approvals import ApprovalRequest, request_approval
+from corral.governance.documents import ApprovalSpec
 from corral.governance.identity import Principal, Role, add_principal
 from corral.governance.keys import create_key
 from corral.server import ServerConfig, create_app
@@ -70,6 +73,28 @@ class ApiServer:
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         return httpx2.AsyncClient(base_url=self.base_url, headers=headers, timeout=10.0)
 
+    async def ask_approval(self, *, tenant: str = "default", run_id: str) -> ApprovalRequest:
+        """A pending approval of a refund tool call on step 1 of `run_id`, for finance."""
+        now = self.clock.now()
+        return await self.store.run_script(
+            lambda d: request_approval(
+                tenant=tenant,
+                run_id=run_id,
+                step_seq=1,
+                agent="refunds",
+                tool="refund",
+                arguments={"order": "A-1", "contact": "ada@example.com"},
+                parameters={"type": "object"},
+                reason="refunds over 100 need finance",
+                policy="payments",
+                policy_version=1,
+                rule="big-refunds",
+                spec=ApprovalSpec(approvers=("finance",), deadline=3600),
+                now=now,
+                dialect=d,
+            )
+        )
+
     def corral(self, tenant: str = "default") -> Corral:
         """A `Corral` on the same store (to start runs, run a worker): not to be closed."""
         return Corral(store=self.store, clock=self.clock, workflows=self.workflows, tenant=tenant)
@@ -83,6 +108,7 @@ async def serving(
     workflows: Iterable[Workflow[Any, Any]] = (),
     max_body_bytes: int = 1 << 20,
     cursor_ttl: float = 3600.0,
+    extra_routers: Sequence[APIRouter] = (),
 ) -> AsyncIterator[ApiServer]:
     """Serve `create_app` on 127.0.0.1 for the duration of the block."""
     wanted = list(workflows)
@@ -92,8 +118,11 @@ async def serving(
         max_body_bytes=max_body_bytes,
         cursor_ttl=cursor_ttl,
         webhook_dispatcher=False,  # tests deliver with `dispatch_once`, on the FakeClock
+        indexer=False,  # searches and cost reports index first: tests see no background writes
     )
-    app = create_app(config, workflows=wanted, store=store, clock=clock)
+    app = create_app(
+        config, workflows=wanted, store=store, clock=clock, extra_routers=extra_routers
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )

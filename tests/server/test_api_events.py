@@ -17,8 +17,6 @@ import httpx2
 import pytest
 
 from corral import Corral, RunContext, workflow
-from corral.governance.approvals import ApprovalRequest, request_approval
-from corral.governance.documents import ApprovalSpec
 from corral.reliability.breaker_store import append_transition
 from corral.reliability.breakers import Transition
 
@@ -98,29 +96,6 @@ async def streaming(
             await reader.close()
 
 
-async def approval(api: ApiServer, *, tenant: str = "default", run_id: str) -> ApprovalRequest:
-    spec = ApprovalSpec(approvers=("finance",), deadline=3600)
-    now = api.clock.now()
-    return await api.store.run_script(
-        lambda d: request_approval(
-            tenant=tenant,
-            run_id=run_id,
-            step_seq=1,
-            agent="refunds",
-            tool="refund",
-            arguments={"order": "A-1", "contact": "ada@example.com"},
-            parameters={"type": "object"},
-            reason="refunds over 100 need finance",
-            policy="payments",
-            policy_version=1,
-            rule="big-refunds",
-            spec=spec,
-            now=now,
-            dialect=d,
-        )
-    )
-
-
 async def test_the_stream_sends_the_tenants_events_as_they_happen(api: ApiServer) -> None:
     viewer = await api.key("viewer")
     async with api.client(viewer) as http, streaming(http, api) as stream:
@@ -128,8 +103,8 @@ async def test_the_stream_sends_the_tenants_events_as_they_happen(api: ApiServer
         assert hello.comments == ["connected"]
         assert hello.fields["retry"] == "2000"
 
-        await approval(api, tenant="acme", run_id="theirs")
-        mine = await approval(api, run_id="ours")
+        await api.ask_approval(tenant="acme", run_id="theirs")
+        mine = await api.ask_approval(run_id="ours")
         message = await stream.next()
         assert message.fields["event"] == "approval.requested"
         assert message.fields["id"].endswith(f"/approval.requested:{mine.approval_id}")
@@ -174,12 +149,12 @@ async def test_a_client_resumes_after_the_last_event_it_saw(api: ApiServer) -> N
     viewer = await api.key("viewer")
     async with api.client(viewer) as http:
         async with streaming(http, api) as stream:
-            first = await approval(api, run_id="first")
+            first = await api.ask_approval(run_id="first")
             message = await stream.next()
             assert message.data["data"]["approval_id"] == first.approval_id
             last_id = message.fields["id"]
         # Disconnected: what happens meanwhile is sent when it reconnects.
-        second = await approval(api, run_id="second")
+        second = await api.ask_approval(run_id="second")
         api.clock.advance(5)
         async with streaming(http, api, **{"Last-Event-ID": last_id}) as stream:
             resumed = await stream.next()

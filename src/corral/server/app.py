@@ -21,6 +21,7 @@ from corral.control.app_loading import load_workflows
 from corral.control.dispatcher import run_dispatcher
 from corral.engine import Workflow
 from corral.engine.clock import Clock, SystemClock
+from corral.observe.indexer import run_indexer
 from corral.server import problems
 from corral.server.config import ServerConfig
 from corral.server.limits import BodyLimit
@@ -85,17 +86,19 @@ def create_app(
         if owned:
             await the_store.open()
         stop = asyncio.Event()
-        dispatching = None
+        background: list[asyncio.Task[None]] = []
         if config.webhook_dispatcher:
-            dispatching = asyncio.create_task(
-                run_dispatcher(the_store, state.clock, stop=stop, interval=1.0)
+            background.append(
+                asyncio.create_task(run_dispatcher(the_store, state.clock, stop=stop, interval=1.0))
             )
+        if config.indexer:
+            background.append(asyncio.create_task(run_indexer(the_store, state.clock, stop=stop)))
         try:
             yield
         finally:
             stop.set()
-            if dispatching is not None:
-                await dispatching
+            # A round in progress ends first: the store must not close under it.
+            await asyncio.gather(*background)
             if owned:
                 await the_store.close()
 

@@ -35,6 +35,10 @@ class ServerConfig:
     webhook_dispatcher: bool = True
     """Deliver webhooks from this process (`corral.control.dispatcher`): safe on any number of
     servers at once, as each delivery is claimed by one."""
+    indexer: bool = True
+    """Keep the search index and the cost roll-up up to date from this process
+    (`corral.observe.indexer`), so searches and cost reports find little to index first: safe
+    on any number of servers at once."""
 
 
 __all__ = ["CURSOR_TTL", "MAX_BODY_BYTES", "ServerConfig"]
