@@ -144,3 +144,27 @@ async def test_keys_roles_and_bad_requests_get_problems(api: ApiServer) -> None:
         assert unknown.status_code == 404
         huge = await http.post("/api/v1/runs", json={"workflow": "greet", "input": "x" * (2 << 20)})
         assert (huge.status_code, huge.json()["code"]) == (413, "body_too_large")
+
+
+async def test_request_bodies_take_json_types_as_they_are(api: ApiServer) -> None:
+    """A body field of the wrong JSON type is refused, not coerced: `true` is no number of days,
+    `1` is no boolean, `"yes"` is no approval (Schemathesis found `expires_in_days: true`
+    accepted as one day)."""
+    async with api.client(await api.key("admin")) as http:
+        refusals: list[tuple[str, str, dict[str, object]]] = [
+            ("POST", "/api/v1/keys", {"role": "viewer", "name": "x", "expires_in_days": True}),
+            ("POST", "/api/v1/keys", {"role": "viewer", "name": "x", "expires_in_days": "7"}),
+            ("POST", "/api/v1/runs", {"workflow": 7}),
+            ("PATCH", "/api/v1/webhooks/wh_missing", {"active": 1}),
+            ("POST", "/api/v1/approvals/ap_missing/decision", {"approve": "yes", "reason": "ok"}),
+        ]
+        for method, path, body in refusals:
+            refused = await http.request(method, path, json=body)
+            assert (refused.status_code, refused.json()["code"]) == (422, "invalid_request"), (
+                path,
+                body,
+            )
+        days = await http.post(
+            "/api/v1/keys", json={"role": "viewer", "name": "x", "expires_in_days": 7}
+        )
+        assert days.status_code == 201, days.text  # an integer is a number of days

@@ -1,10 +1,11 @@
 """Schemathesis against the published OpenAPI of a real `corral server` process, authenticated:
 0 server errors, 0 answers that break the schema, and declared auth enforced (`ignored_auth`).
 
-The server runs as its own process (`corral server`, the production command) on a fresh SQLite
-database with the API tests' workflows; an admin key is made with `corral keys create`. The
-fuzzing budget is bounded (`--max-examples`, `--max-time`); CORRAL_FUZZ_EXAMPLES raises it for a
-longer run by hand.
+The server runs as its own process (`corral server`, the production command) on a fresh database
+of each backend (on PostgreSQL every request runs under row-level security) with the API tests'
+workflows; an admin key is made with `corral keys create`. The fuzzing budget is bounded
+(`--max-examples`, `--max-time`); for a longer run by hand, CORRAL_FUZZ_EXAMPLES raises it and
+CORRAL_FUZZ_SEED changes the seed.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def server(db_url: str) -> Iterator[tuple[str, str]]:
     """(base URL, admin key) of a `corral server` process on a fresh database."""
     env = {
         **os.environ,
-        "CORRAL_DATABASE_URL": f"sqlite:///{tmp_path / 'corral.db'}",
+        "CORRAL_DATABASE_URL": db_url,
         "CORRAL_APP": "tests.server.workflows",
         "CORRAL_SERVER_SECRET": "fuzzing-secret",
         "PYTHONPATH": str(REPO_ROOT),
@@ -120,7 +121,7 @@ def test_the_openapi_holds_under_fuzzing(server: tuple[str, str], tmp_path: Path
             "--max-examples",
             examples,
             "--seed",
-            "20261121",
+            os.environ.get("CORRAL_FUZZ_SEED", "20261121"),
             "--workers",
             "1",
             "--generation-database",

@@ -91,7 +91,7 @@ class StartRun(BaseModel):
     """A run to start: `workflow` is a registered workflow's name (`agent:<name>` for an
     agent)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     workflow: str = Field(min_length=1, max_length=200)
     input: Any = None
@@ -139,7 +139,7 @@ class Journal(BaseModel):
 
 
 class SignalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     data: Any = None
 
@@ -166,7 +166,7 @@ class Decision(BaseModel):
     """A decision on an approval request. `arguments` (approving only) replaces the call's
     arguments; it is checked against the tool's schema."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     approve: bool
     reason: str = Field(min_length=1, max_length=2000)
@@ -206,7 +206,7 @@ class NewKeyOut(KeyOut):
 
 
 class CreateKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: str = Field(pattern="^(viewer|operator|approver|admin)$")
     name: str = Field(min_length=1, max_length=200)

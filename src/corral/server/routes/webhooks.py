@@ -45,7 +45,7 @@ NotificationType = Literal[
 class CreateWebhook(BaseModel):
     """A subscription: where to POST which events."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str = Field(
         min_length=1, max_length=2000, description="An http:// or https:// URL to POST events to."
@@ -57,7 +57,7 @@ class CreateWebhook(BaseModel):
 class UpdateWebhook(BaseModel):
     """What to change in a subscription."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     active: bool = Field(
         description="false pauses it (no new deliveries; pending ones wait), true resumes it."
