@@ -21,6 +21,7 @@ from rich.text import Text
 from corral.cli.display import console, status_text, when
 from corral.cli.exits import ExitCode, print_error, reporting_errors
 from corral.cli.inputs import parse_json
+from corral.cli.remote import segment
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
 from corral.errors import InvalidInput
@@ -247,15 +248,40 @@ def list_command(
                 lambda dialect: list_approvals(settings.tenant, wanted, limit)
             )
 
-    requests = run_async(fetch)
+    if settings.server is not None:
+        requests = _list_remote(settings, wanted, limit)
+    else:
+        requests = run_async(fetch)
     if json_output:
         typer.echo(dumps({"approvals": [approval_json(request) for request in requests]}))
         return
     if not requests:
         which = "" if status == "all" else f"{status} "
-        typer.echo(f"no {which}approvals in tenant {settings.tenant!r}", err=True)
+        tenant = "the key's tenant" if settings.server else f"tenant {settings.tenant!r}"
+        typer.echo(f"no {which}approvals in {tenant}", err=True)
         return
     console().print(approvals_table(requests))
+
+
+def _list_remote(
+    settings: Settings, status: ApprovalStatus | None, limit: int
+) -> list[ApprovalRequest]:
+    """The server's inbox; `--status all` is one list per status (the API filters by one),
+    merged newest first."""
+    statuses = APPROVAL_STATUSES if status is None else (status,)
+    with reporting_errors(), settings.remote() as remote:
+        found = [
+            ApprovalRequest.model_validate(item)
+            for one in statuses
+            for item in remote.items("/approvals", {"status": one}, limit=limit)
+        ]
+    found.sort(key=lambda request: (request.created_at, request.approval_id), reverse=True)
+    return found[:limit]
+
+
+def _fetch_remote(settings: Settings, approval_id: str) -> ApprovalRequest:
+    with reporting_errors(), settings.remote() as remote:
+        return ApprovalRequest.model_validate(remote.get(f"/approvals/{segment(approval_id)}"))
 
 
 async def _fetch(settings: Settings, approval_id: str) -> ApprovalRequest:
@@ -282,7 +308,10 @@ def show_command(
     for approval and why, who may decide, the deadline and what happens then; and the decision,
     once made."""
     settings = Settings.of(ctx)
-    request = run_async(lambda: _fetch(settings, approval_id))
+    if settings.server is not None:
+        request = _fetch_remote(settings, approval_id)
+    else:
+        request = run_async(lambda: _fetch(settings, approval_id))
     if json_output:
         typer.echo(dumps(approval_json(request)))
         return
@@ -323,7 +352,13 @@ def _decide(
             except AlreadyDecided as lost:
                 return lost
 
-    outcome = run_async(act)
+    if settings.server is not None:
+        body = {"approve": approve, "reason": reason, "arguments": edited}
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.post(f"/approvals/{segment(approval_id)}/decision", body)
+        outcome: ApprovalDecision | AlreadyDecided = ApprovalDecision.model_validate(answer)
+    else:
+        outcome = run_async(act)
     if isinstance(outcome, AlreadyDecided):
         print_error(
             outcome.message,
@@ -337,7 +372,7 @@ def _decide(
     verb = "approved" if outcome.approved else "rejected"
     edited_note = " with edited arguments" if outcome.edited else ""
     typer.echo(
-        f"{verb} {approval_id}{edited_note} as {settings.principal}; a worker resumes the run"
+        f"{verb} {approval_id}{edited_note} as {outcome.decided_by}; a worker resumes the run"
     )
 
 

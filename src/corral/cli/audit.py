@@ -175,6 +175,10 @@ def verify_command(
         _print_report(report, json_output)
         return
 
+    if settings.server is not None:
+        _verify_remote(settings, keys is not None, json_output)
+        return
+
     async def verify() -> VerifyReport:
         store = settings.open_store(existing=True)
         await store.open()
@@ -184,6 +188,23 @@ def verify_command(
             await store.close()
 
     _print_report(run_async(verify), json_output)
+
+
+def _verify_remote(settings: Settings, with_keys: bool, json_output: bool) -> None:
+    """The server verifies the key's tenant's chain (hashes and links; signatures need the
+    public key here: verify an export with --export and --public-key for those)."""
+    if with_keys:
+        fail("--public-key needs the chain here: use --export FILE with it, not --server")
+    with reporting_errors(), settings.remote() as remote:
+        answer = remote.get("/audit/verify")
+    if json_output:  # the API's shape
+        typer.echo(dumps(answer))
+    else:
+        typer.echo(answer["message"])
+        for warning in answer["warnings"]:
+            typer.echo(f"warning: {warning}", err=True)
+    if not answer["ok"]:
+        raise typer.Exit(TAMPERING_FOUND)
 
 
 def _verify_file(path: Path, keys: dict[str, Ed25519PublicKey] | None) -> VerifyReport:

@@ -16,7 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.cli.display import console, when
+from corral.cli.exits import reporting_errors
 from corral.cli.reading import reading
+from corral.cli.remote import timestamp
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
 from corral.reliability.breaker_store import (
@@ -86,9 +88,15 @@ def breakers_command(
     async def read(store: Store) -> list[BreakerRow]:
         return await store.read_script(lambda d: list_breakers())
 
-    rows = run_async(lambda: reading(settings, "see circuit breakers", read))
-    shown = rows if show_all else [r for r in rows if not _stale(r, now)]
-    hidden = len(rows) - len(shown)
+    if settings.server is not None:  # the server filters stale rows by its own clock
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.get("/breakers", {"include_stale": show_all})
+        rows = [_row_of(row) for row in answer["breakers"]]
+        shown, hidden = rows, int(answer["stale_hidden"])
+    else:
+        rows = run_async(lambda: reading(settings, "see circuit breakers", read))
+        shown = rows if show_all else [r for r in rows if not _stale(r, now)]
+        hidden = len(rows) - len(shown)
     if json_output:
         typer.echo(
             dumps(
@@ -147,6 +155,20 @@ def history_command(
         typer.echo(f"no breaker transitions{what} recorded", err=True)
         return
     console().print(_transitions_table(rows))
+
+
+def _row_of(answer: dict[str, Any]) -> BreakerRow:
+    """A breaker of the API (remote mode) as `list_breakers` returns it."""
+    return BreakerRow(
+        worker=answer["worker"],
+        dependency=answer["dependency"],
+        state=answer["state"],
+        since=timestamp(answer["since"]) or 0.0,
+        calls=answer["calls"],
+        failures=answer["failures"],
+        opened_count=answer["opened_count"],
+        updated_at=timestamp(answer["updated_at"]) or 0.0,
+    )
 
 
 def _stale(row: BreakerRow, now: float) -> bool:

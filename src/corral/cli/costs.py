@@ -20,6 +20,7 @@ from rich.text import Text
 from corral.cli.display import console
 from corral.cli.exits import reporting_errors
 from corral.cli.reading import parse_duration
+from corral.cli.remote import segment
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
 from corral.errors import NotAuthorized, RunNotFound
@@ -120,7 +121,12 @@ def costs_command(
             shown.append(row)
         return shown, len(rows) - len(shown)
 
-    rows, hidden = run_async(lambda: _reading(settings, read))
+    if settings.server is not None:  # the key's tenant only: no tenant is hidden
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.get("/costs", {"by": by, "since": since})
+        rows, hidden = [_row_of(row) for row in answer["rows"]], 0
+    else:
+        rows, hidden = run_async(lambda: _reading(settings, read))
     # Every root run is under exactly one workflow, tenant or user; a run may hold calls of
     # several agents or models, so their `runs` do not add up.
     total = total_of(rows, key="total")
@@ -131,7 +137,7 @@ def costs_command(
                 {
                     "by": by,
                     "since": iso(start),
-                    "tenant": None if by == "tenant" else settings.tenant,
+                    "tenant": None if by == "tenant" or settings.server else settings.tenant,
                     "rows": [_row_json(row) for row in rows],
                     "total": {**_row_json(total), "runs": total.runs if runs_add_up else None},
                     "hidden_tenants": hidden,
@@ -173,7 +179,19 @@ def run_cost_command(
             raise RunNotFound(f"no run {run_id!r} in tenant {settings.tenant!r}", run_id=run_id)
         return cost
 
-    cost = run_async(lambda: _reading(settings, read))
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.get(f"/runs/{segment(run_id)}/cost")
+        cost = RunCost(
+            run_id=answer["run_id"],
+            total=_row_of(answer["total"]),
+            own=_row_of(answer["own"]),
+            by_run=[_row_of(row) for row in answer["by_run"]],
+            by_agent=[_row_of(row) for row in answer["by_agent"]],
+            by_model=[_row_of(row) for row in answer["by_model"]],
+        )
+    else:
+        cost = run_async(lambda: _reading(settings, read))
     if json_output:
         typer.echo(
             dumps(
@@ -205,6 +223,19 @@ def run_cost_command(
         out.print(_costs_table("agent", cost.by_agent, total, runs_add_up=False))
     if cost.by_model:
         out.print(_costs_table("model", cost.by_model, total, runs_add_up=False))
+
+
+def _row_of(answer: dict[str, Any]) -> CostRow:
+    """A cost row of the API (remote mode) as `cost_report` returns it."""
+    return CostRow(
+        key=answer.get("key"),
+        runs=answer.get("runs") or 0,
+        model_calls=answer["model_calls"],
+        input_tokens=answer["input_tokens"],
+        output_tokens=answer["output_tokens"],
+        cost_usd=answer["cost_usd"],
+        unpriced_calls=answer["unpriced_calls"],
+    )
 
 
 def money(usd: float) -> str:

@@ -281,3 +281,26 @@ def workflows_table(workflows: list[Workflow[Any, Any]]) -> Table:
             Text(type_name(wf.output_type)),
         )
     return table
+
+
+def answer_table(items: list[dict[str, Any]], columns: list[str]) -> Table:
+    """A table of API answers (remote mode): one row per item, `columns` its keys, values as
+    plain text (lists joined, JSON compact, missing as —)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for item in items:
+        table.add_row(*(_cell(column, item.get(column)) for column in columns))
+    return table
+
+
+def _cell(column: str, value: Any) -> Text:
+    if value is None:
+        return Text("—")
+    if column in ("status", "state") and isinstance(value, str):
+        return status_text(value)
+    if isinstance(value, list):
+        return Text(", ".join(str(part) for part in value))
+    if isinstance(value, str):
+        return Text(value)
+    return Text(compact(value))

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 import typer
 
+from corral.cli.remote import RemoteError
 from corral.errors import (
     CorralError,
     InvalidInput,
@@ -74,6 +75,8 @@ def exit_code_for_status(status: RunStatus) -> ExitCode:
 
 
 def exit_code_for(error: CorralError) -> ExitCode:
+    if isinstance(error, RemoteError):  # remote mode: the answer's status decided it
+        return ExitCode(error.exit_code)
     # StoreError is a UsageError in the error tree; it has its own exit code, so test it first.
     if isinstance(error, StoreError):
         return ExitCode.STORE
@@ -86,6 +89,8 @@ def exit_code_for(error: CorralError) -> ExitCode:
 
 def hint_for(error: CorralError) -> str | None:
     """What to do next, for the errors a user can fix."""
+    if isinstance(error, RemoteError):
+        return error.hint
     if isinstance(error, UnknownWorkflow):
         return (
             "name a registered workflow (see `corral workflows`), load yours with --app MODULE "
@@ -143,7 +148,8 @@ def reporting_errors() -> Iterator[None]:
     except CorralError as error:
         if _debug():
             raise
-        print_error(error.message, code=error.code, hint=hint_for(error))
+        code = error.problem_code if isinstance(error, RemoteError) else error.code
+        print_error(error.message, code=code, hint=hint_for(error))
         raise typer.Exit(exit_code_for(error)) from None
     except KeyboardInterrupt:
         print_error("interrupted; runs in flight are resumed by a worker once their lease expires")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.cli.exits import reporting_errors
+from corral.cli.remote import RemoteError, segment, timestamp
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps
 from corral.errors import UsageError
@@ -224,13 +225,32 @@ def _switch(ctx: typer.Context, target: str, reason: str, *, on: bool) -> None:
 
             return await corral.store.run_script(script)
 
-    outcome = run_async(flip)
+    if settings.server is not None:
+        outcome: object = _switch_remote(settings, target, reason, on=on)
+    else:
+        outcome = run_async(flip)
+    tenant = "the key's tenant" if settings.server else f"tenant {settings.tenant}"
     if on:
-        typer.echo(f"paused {target} in tenant {settings.tenant}: no tool call of it starts now")
+        typer.echo(f"paused {target} in {tenant}: no tool call of it starts now")
     elif outcome:
-        typer.echo(f"resumed {target} in tenant {settings.tenant}")
+        typer.echo(f"resumed {target} in {tenant}")
     else:
         typer.echo(f"{target} was not paused", err=True)
+
+
+def _switch_remote(settings: Settings, target: str, reason: str, *, on: bool) -> bool:
+    """Set or clear a kill switch on the server; False: there was none to clear."""
+    with reporting_errors(), settings.remote() as remote:
+        if on:
+            remote.post("/pauses", {"target": target, "reason": reason})
+            return True
+        try:
+            remote.delete(f"/pauses/{segment(target)}", {"reason": reason})
+        except RemoteError as error:
+            if error.ids.get("status") != 404:
+                raise
+            return False
+        return True
 
 
 @pause_app.command("agent", epilog=PAUSE_EPILOG)
@@ -274,7 +294,11 @@ def pauses_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
         async with settings.corral(existing=True) as corral:
             return await corral.store.read_script(lambda d: pauses.list_pauses(settings.tenant))
 
-    found = run_async(read)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            found = [_pause_of(answer) for answer in remote.get("/pauses")]
+    else:
+        found = run_async(read)
     if json_output:
         typer.echo(json.dumps({"pauses": [p.model_dump(mode="json") for p in found]}))
         return
@@ -282,6 +306,13 @@ def pauses_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
         typer.echo("nothing is paused")
     for p in found:
         typer.echo(f"{p.target}: paused by {p.paused_by} ({p.reason})")
+
+
+def _pause_of(answer: dict[str, Any]) -> pauses.Pause:
+    """A pause of the API (remote mode) as `list_pauses` returns it."""
+    return pauses.Pause.model_validate(
+        {**answer, "tenant": "", "paused_at": timestamp(answer["paused_at"])}
+    )
 
 
 def register(app: typer.Typer) -> None:

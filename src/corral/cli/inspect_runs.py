@@ -18,8 +18,9 @@ from corral import Workflow
 from corral.agents import Agent
 from corral.agents.replay import ReplayTask, agents_of, check_replayable, with_replay
 from corral.cli.display import error_line
-from corral.cli.exits import ExitCode, exit_code_for_status, reporting_errors
+from corral.cli.exits import ExitCode, exit_code_for_status, fail, reporting_errors
 from corral.cli.reading import reading
+from corral.cli.remote import segment
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import decode, dumps, output_redactor, run_json
 from corral.cli.waiting import execute_until_settled
@@ -133,6 +134,9 @@ def diff_command(
     """Show what step STEP of a run changed: the messages it added to the agent's conversation,
     and its memory change."""
     settings = Settings.of(ctx)
+    if settings.server is not None:  # the API's JSON, with or without --json
+        _print_remote(settings, f"/runs/{segment(run_id)}/steps/{seq}/diff")
+        return
 
     async def read(store: Store) -> RunView:
         return await _view(store, settings, run_id, descendants=True)
@@ -165,6 +169,9 @@ def compare_command(
     """Compare two runs of the same workflow: the first step where they differ, both sides
     shown; or that they are identical."""
     settings = Settings.of(ctx)
+    if settings.server is not None:  # the API's JSON, with or without --json
+        _print_remote(settings, f"/runs/{segment(run_a)}/compare/{segment(run_b)}")
+        return
 
     async def read(store: Store) -> tuple[RunView, RunView]:
         first = await _view(store, settings, run_a, descendants=True)
@@ -199,6 +206,13 @@ def summary_command(
     it, what they decided and why, what the tools changed, who approved what, what it cost and
     how it ended."""
     settings = Settings.of(ctx)
+    if settings.server is not None:
+        if polish is not None:
+            fail("--polish calls a model from this machine; it has no remote mode (--server)")
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.get(f"/runs/{segment(run_id)}/summary")
+        typer.echo(dumps(answer) if json_output else str(answer["text"]).rstrip())
+        return
     with reporting_errors():
         model = resolve_model(polish) if polish is not None else None
 
@@ -405,6 +419,11 @@ async def _view(store: Store, settings: Settings, run_id: str, *, descendants: b
     if view is None or view.run.tenant != settings.tenant:
         raise RunNotFound(f"no run {run_id!r} in {settings.database_label}", run_id=run_id)
     return view
+
+
+def _print_remote(settings: Settings, path: str) -> None:
+    with reporting_errors(), settings.remote() as remote:
+        typer.echo(dumps(remote.get(path)))
 
 
 def _compact(value: Any, limit: int = 300) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
 
 from corral.cli.display import console, when
+from corral.cli.exits import reporting_errors
+from corral.cli.remote import segment, timestamp
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
 from corral.governance.identity import ROLES, Role, authorize
@@ -34,8 +35,20 @@ def _check_role(value: str) -> str:
     return value
 
 
-def _in(settings: Settings, tenant: str | None) -> Settings:
-    return settings if tenant is None else dataclasses.replace(settings, tenant=tenant)
+def key_of(answer: dict[str, Any]) -> ApiKey:
+    """A key of the API (remote mode) as the store returns it."""
+    return ApiKey(
+        key_id=answer["key_id"],
+        tenant=answer["tenant"],
+        role=answer["role"],
+        principal=answer["principal"],
+        name=answer["name"],
+        created_at=timestamp(answer["created_at"]) or 0.0,
+        created_by=answer["created_by"],
+        expires_at=timestamp(answer.get("expires_at")),
+        last_used_at=timestamp(answer.get("last_used_at")),
+        revoked_at=timestamp(answer.get("revoked_at")),
+    )
 
 
 def key_json(key: ApiKey) -> dict[str, object]:
@@ -115,7 +128,7 @@ def create_command(
     json_output: JsonOption = False,
 ) -> None:
     """Make an API key for the tenant of `--tenant`; print it once."""
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
 
     async def make() -> NewKey:
         async with settings.corral() as corral:
@@ -131,7 +144,14 @@ def create_command(
                 expires_at=None if expires_in_days is None else now + expires_in_days * 86400,
             )
 
-    made = run_async(make)
+    if settings.server is not None:
+        body: dict[str, Any] = {"role": role, "name": name, "principal": principal}
+        body["expires_in_days"] = expires_in_days
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.post("/keys", body)
+        made = NewKey(key_of(answer), answer["token"])
+    else:
+        made = run_async(make)
     if json_output:
         typer.echo(dumps({**key_json(made.key), "token": made.token}))
         return
@@ -149,7 +169,7 @@ def list_command(
     ctx: typer.Context, tenant: TenantOption = None, json_output: JsonOption = False
 ) -> None:
     """List the tenant's keys (never their secrets)."""
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
 
     async def fetch() -> list[ApiKey]:
         async with settings.corral(existing=True) as corral:
@@ -160,7 +180,11 @@ def list_command(
             )
             return await corral.store.read_script(lambda d: list_keys(settings.tenant))
 
-    found = run_async(fetch)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            found = [key_of(answer) for answer in remote.get("/keys")]
+    else:
+        found = run_async(fetch)
     if json_output:
         typer.echo(dumps({"keys": [key_json(key) for key in found]}))
         return
@@ -191,7 +215,7 @@ def revoke_command(
     tenant: TenantOption = None,
 ) -> None:
     """Revoke a key of the tenant: the server refuses it from now on."""
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
 
     async def revoke() -> ApiKey | None:
         async with settings.corral(existing=True) as corral:
@@ -207,7 +231,11 @@ def revoke_command(
                 )
             )
 
-    revoked = run_async(revoke)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            revoked: ApiKey | None = key_of(remote.delete(f"/keys/{segment(key_id)}"))
+    else:
+        revoked = run_async(revoke)
     if revoked is None:
         typer.echo(f"no key {key_id!r} in tenant {settings.tenant!r}", err=True)
         raise typer.Exit(2)

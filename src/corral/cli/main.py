@@ -32,7 +32,7 @@ from corral.cli import (
     worker,
     workflows,
 )
-from corral.cli.exits import EXIT_CODES_HELP
+from corral.cli.exits import EXIT_CODES_HELP, ExitCode, fail
 from corral.cli.session import DEFAULT_BUSY_TIMEOUT, Settings
 from corral.control.app_loading import ensure_cwd_on_path
 from corral.store import DEFAULT_DATABASE_URL
@@ -50,8 +50,10 @@ Examples:
 
   corral --database-url postgresql://corral@db.internal:5432/corral db status
 
+  CORRAL_API_KEY=crl_... corral --server https://corral.internal:8000 approvals list
+
 Every option has an environment variable (CORRAL_DATABASE_URL, CORRAL_APP, CORRAL_BUSY_TIMEOUT,
-CORRAL_TENANT, CORRAL_PRINCIPAL).
+CORRAL_TENANT, CORRAL_PRINCIPAL, CORRAL_SERVER, CORRAL_API_KEY).
 
 {EXIT_CODES_HELP}
 
@@ -132,6 +134,29 @@ def root(
             show_default=False,
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            envvar="CORRAL_SERVER",
+            help="Remote mode: talk to the Corral server at URL (`corral server`) instead of a "
+            "database, as the key's tenant and principal. Commands the API does not offer "
+            "refuse it (exit 2).",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            metavar="TOKEN",
+            envvar="CORRAL_API_KEY",
+            help="The API key for --server (crl_...). Prefer the environment variable "
+            "CORRAL_API_KEY: a key on the command line lands in your shell history.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -146,13 +171,37 @@ def root(
     audit log. `corral db status` / `corral db migrate` check and upgrade the database's schema.
     """
     ensure_cwd_on_path()
+    if server is not None:
+        _check_remote_options(ctx, key)
     ctx.obj = Settings(
         database_url=database_url,
         app=app_ref,
         busy_timeout=busy_timeout,
         tenant=tenant,
         principal=principal or getpass.getuser(),
+        server=server or None,
+        key=key,
     )
+
+
+def _check_remote_options(ctx: typer.Context, key: str | None) -> None:
+    """`--server` needs a key, and acts as the key's tenant and principal: an explicit
+    `--tenant` or `--as` would be silently wrong, so it is refused (their environment variables,
+    often set for local work, are ignored)."""
+    if not key:
+        fail(
+            "--server needs an API key: set CORRAL_API_KEY (or give --key)",
+            code=ExitCode.USAGE,
+            hint="an admin makes one with `corral keys create --tenant T --role R`",
+        )
+    for name, option in (("tenant", "--tenant"), ("principal", "--as")):
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name == "COMMANDLINE":
+            fail(
+                f"{option} cannot be used with --server: a remote command acts as the tenant "
+                "and principal its API key is bound to",
+                hint="use a key of that tenant or principal (`corral keys create`)",
+            )
 
 
 start.register(app)

@@ -23,12 +23,13 @@ from rich.tree import Tree
 from corral.cli.display import STATUS_STYLES, console, duration
 from corral.cli.exits import fail, reporting_errors
 from corral.cli.reading import parse_duration, reading
+from corral.cli.remote import segment, timestamp
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso, output_redactor
 from corral.errors import RunNotFound, UsageError
 from corral.observe.metrics import Latency, Metrics, collect_metrics, prometheus_text
 from corral.observe.otel import export_run, journal_tracer_provider
-from corral.observe.traces import Span, Totals, load_trace
+from corral.observe.traces import Span, SpanError, Totals, load_trace
 from corral.store import Store
 
 T = TypeVar("T")
@@ -96,11 +97,19 @@ def trace_command(
     """Show a run as a tree of spans: its steps and child runs, with status, duration, tokens
     and cost per span, and totals."""
     settings = Settings.of(ctx)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.get(f"/runs/{segment(run_id)}/trace")
+        if json_output:  # the API's shape
+            typer.echo(dumps(answer))
+            return
+        root = span_of(answer["trace_id"], answer["root"])
+    else:
 
-    async def read(store: Store) -> Span:
-        return await _trace(store, settings, run_id)
+        async def read(store: Store) -> Span:
+            return await _trace(store, settings, run_id)
 
-    root = run_async(lambda: reading(settings, "trace runs", read))
+        root = run_async(lambda: reading(settings, "trace runs", read))
     spans = sum(1 for _ in root.walk())
     if json_output:
         typer.echo(
@@ -206,6 +215,12 @@ def metrics_command(
     """Show calls, error rates, latency percentiles, tokens and cost per agent, tool and model,
     and the circuit breakers' states."""
     settings = Settings.of(ctx)
+    if settings.server is not None:
+        if since is not None or json_output:
+            fail("the server offers the Prometheus text only: drop --since and --json")
+        with reporting_errors(), settings.remote() as remote:
+            typer.echo(remote.text("/metrics"), nl=False)
+        return
     with reporting_errors():
         start = None if since is None else time.time() - parse_duration(since)
 
@@ -241,6 +256,49 @@ async def _trace(store: Store, settings: Settings, run_id: str) -> Span:
 
 
 # -- showing a trace --------------------------------------------------------------------------
+
+
+def span_of(trace_id: str, answer: dict[str, Any]) -> Span:
+    """A span of the API's trace (remote mode) as `load_trace` builds it, to print alike."""
+    error = answer.get("error")
+    totals = answer["totals"]
+    return Span(
+        trace_id=trace_id,
+        span_id=answer["span_id"],
+        parent_span_id=answer.get("parent_span_id"),
+        name=answer["name"],
+        kind=answer["kind"],
+        operation=answer.get("operation"),
+        run_id=answer["run_id"],
+        seq=answer.get("seq"),
+        tenant="",
+        workflow=answer["workflow"],
+        journal_name=answer["journal_name"],
+        journal_status=answer["journal_status"],
+        status=answer["status"],
+        started_at=timestamp(answer["started_at"]) or 0.0,
+        finished_at=timestamp(answer.get("finished_at")),
+        agent=answer.get("agent"),
+        request_model=answer.get("request_model"),
+        response_model=answer.get("response_model"),
+        finish_reason=answer.get("finish_reason"),
+        tool=answer.get("tool"),
+        call_id=answer.get("call_id"),
+        child_run_id=answer.get("child_run_id"),
+        input_tokens=answer.get("input_tokens", 0),
+        output_tokens=answer.get("output_tokens", 0),
+        cost_usd=answer.get("cost_usd"),
+        error=None if error is None else SpanError.of(error),
+        attempts=tuple(answer.get("attempts", ())),
+        children=tuple(span_of(trace_id, child) for child in answer.get("children", ())),
+        totals=Totals(
+            model_calls=totals["model_calls"],
+            input_tokens=totals["input_tokens"],
+            output_tokens=totals["output_tokens"],
+            cost_usd=totals["cost_usd"],
+            unpriced_calls=totals["unpriced_calls"],
+        ),
+    )
 
 
 def _grow(tree: Tree, span: Span) -> None:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from corral.cli.display import console, when
 from corral.cli.exits import ExitCode, fail, reporting_errors
+from corral.cli.remote import segment, timestamp
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
 from corral.governance.decisions import Decision
@@ -35,7 +36,7 @@ from corral.governance.policy_store import (
     load_policy_set,
     rollback_policy,
 )
-from corral.governance.policy_tests import PolicyTests, run_cases
+from corral.governance.policy_tests import Case, PolicyTests, run_cases
 
 EPILOG = """\
 Examples:
@@ -149,14 +150,17 @@ def apply_command(ctx: typer.Context, file: FileArgument, json_output: JsonOptio
                 now=corral.clock.now(),
             )
 
-    applied = run_async(apply)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.post("/policies", {"document": text, "source": str(file)})
+        applied = AppliedPolicy(answer["name"], answer["version"], answer["changed"])
+    else:
+        applied = run_async(apply)
+    tenant = "the key's tenant" if settings.server else f"tenant {settings.tenant}"
     if json_output:
         typer.echo(dumps(_applied_json(applied)))
     elif applied.changed:
-        typer.echo(
-            f"applied policy {applied.name}: version {applied.version} is active "
-            f"(tenant {settings.tenant})"
-        )
+        typer.echo(f"applied policy {applied.name}: version {applied.version} is active ({tenant})")
     else:
         typer.echo(
             f"policy {applied.name} unchanged: version {applied.version} is already this text"
@@ -174,13 +178,18 @@ def list_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         async with settings.corral(existing=True) as corral:
             return await list_policies(corral.store, settings.tenant)
 
-    summaries = run_async(fetch)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            summaries = [_summary_of(answer) for answer in remote.get("/policies")]
+    else:
+        summaries = run_async(fetch)
     if json_output:
         typer.echo(dumps({"policies": [_summary_json(s) for s in summaries]}))
         return
     if not summaries:
+        tenant = "the key's tenant" if settings.server else f"tenant {settings.tenant}"
         typer.echo(
-            f"no policies in tenant {settings.tenant} (apply one with `corral policy apply FILE`)",
+            f"no policies in {tenant} (apply one with `corral policy apply FILE`)",
             err=True,
         )
         return
@@ -224,7 +233,11 @@ def show_command(
         async with settings.corral(existing=True) as corral:
             return await get_policy(corral.store, settings.tenant, name, version)
 
-    stored = run_async(fetch)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            stored = _stored_of(remote.get(f"/policies/{segment(name)}", {"version": version}))
+    else:
+        stored = run_async(fetch)
     if json_output:
         typer.echo(dumps(_stored_json(stored)))
         return
@@ -257,10 +270,15 @@ def diff_command(
             second = await get_policy(corral.store, settings.tenant, name, b)
             return first, second
 
-    first, second = run_async(fetch)
-    text = diff_policies(
-        first.document, second.document, a_label=f"{name}@v{a}", b_label=f"{name}@v{b}"
-    )
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.get(f"/policies/{segment(name)}/diff", {"from": a, "to": b})
+        text = answer["diff"]
+    else:
+        first, second = run_async(fetch)
+        text = diff_policies(
+            first.document, second.document, a_label=f"{name}@v{a}", b_label=f"{name}@v{b}"
+        )
     if not text:
         typer.echo(f"versions {a} and {b} of policy {name} are the same", err=True)
         return
@@ -297,7 +315,13 @@ def rollback_command(
                 now=corral.clock.now(),
             )
 
-    applied = run_async(rollback)
+    if settings.server is not None:
+        path = f"/policies/{segment(name)}/rollback"
+        with reporting_errors(), settings.remote() as remote:
+            answer = remote.post(path, {"version": version})
+        applied = AppliedPolicy(answer["name"], answer["version"], answer["changed"])
+    else:
+        applied = run_async(rollback)
     if json_output:
         typer.echo(dumps({**_applied_json(applied), "restored_from": version}))
     elif applied.changed:
@@ -351,16 +375,19 @@ def run_tests_command(
     settings = Settings.of(ctx)
     with reporting_errors():
         tests, from_files = _load_tests(file)
-    policy_set = from_files
-    if policy_set is None:
+    if settings.server is not None:
+        results = _test_remote(settings, file, tests)
+    else:
+        policy_set = from_files
+        if policy_set is None:
 
-        async def load() -> PolicySet:
-            async with settings.corral(existing=True) as corral:
-                return await load_policy_set(corral.store, settings.tenant)
+            async def load() -> PolicySet:
+                async with settings.corral(existing=True) as corral:
+                    return await load_policy_set(corral.store, settings.tenant)
 
-        policy_set = run_async(load)
-    checked = run_cases(policy_set, tests.cases, tenant=settings.tenant, now=time.time())
-    results = [(r.case, r.decision, r.problems) for r in checked]
+            policy_set = run_async(load)
+        checked = run_cases(policy_set, tests.cases, tenant=settings.tenant, now=time.time())
+        results = [(r.case, r.decision, r.problems) for r in checked]
     failed = sum(1 for _, _, wrong in results if wrong)
     if json_output:
         typer.echo(
@@ -392,6 +419,50 @@ def run_tests_command(
     if failed:
         # 1 is "the check did not pass", as for a run that did not succeed under --wait.
         raise typer.Exit(ExitCode.RUN_DID_NOT_SUCCEED)
+
+
+def _test_remote(
+    settings: Settings, file: Path, tests: PolicyTests
+) -> list[tuple[Case, Decision, list[str]]]:
+    """The cases run by the server: against the test file's policy files (sent as text), or
+    the key's tenant's active policies."""
+    body: dict[str, Any] = {"cases": [case.model_dump(mode="json") for case in tests.cases]}
+    if tests.policies is not None:
+        body["policies"] = [_read(file.parent / relative) for relative in tests.policies]
+    with reporting_errors(), settings.remote() as remote:
+        answers = remote.post("/policies/test", body)["cases"]
+    return [
+        (case, Decision.model_validate(answer["decision"]), answer["problems"])
+        for case, answer in zip(tests.cases, answers, strict=True)
+    ]
+
+
+def _summary_of(answer: dict[str, Any]) -> PolicySummary:
+    """A policy of the API (remote mode) as `list_policies` returns it."""
+    return PolicySummary(
+        name=answer["name"],
+        version=answer["version"],
+        versions=answer["versions"],
+        digest=answer["digest"],
+        created_at=timestamp(answer["created_at"]) or 0.0,
+        created_by=answer["created_by"],
+        restored_from=answer.get("restored_from"),
+        description=answer["description"],
+    )
+
+
+def _stored_of(answer: dict[str, Any]) -> StoredPolicy:
+    """A policy version of the API (remote mode) as `get_policy` returns it."""
+    return StoredPolicy(
+        name=answer["name"],
+        version=answer["version"],
+        document=answer["document"],
+        digest=answer["digest"],
+        created_at=timestamp(answer["created_at"]) or 0.0,
+        created_by=answer["created_by"],
+        restored_from=answer.get("restored_from"),
+        latest_version=answer["latest_version"],
+    )
 
 
 def register(app: typer.Typer) -> None:

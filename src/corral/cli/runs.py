@@ -10,6 +10,7 @@ from corral.cli.display import console, run_detail, runs_table
 from corral.cli.exits import fail as fail_usage
 from corral.cli.exits import reporting_errors
 from corral.cli.inputs import parse_json
+from corral.cli.remote import run_record, segment, step_record
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, run_detail_json, run_json
 from corral.governance.identity import authorize
@@ -86,12 +87,19 @@ def list_runs(
                 tenant=settings.tenant,
             )
 
-    runs = run_async(fetch)
+    if settings.server is not None:
+        query = {"status": status, "workflow": workflow}
+        with reporting_errors(), settings.remote() as remote:
+            runs = [run_record(item) for item in remote.items("/runs", query, limit=limit)]
+    else:
+        runs = run_async(fetch)
     if json_output:
         typer.echo(dumps({"runs": [run_json(run) for run in runs]}))
         return
     if not runs:
-        typer.echo(f"no runs of tenant {settings.tenant!r} in {settings.database_label}", err=True)
+        where = settings.server or settings.database_label
+        tenant = "the key's tenant" if settings.server else f"tenant {settings.tenant!r}"
+        typer.echo(f"no runs of {tenant} in {where}", err=True)
         return
     console().print(runs_table(runs))
 
@@ -124,12 +132,27 @@ def show_run(
             # Oldest first: the order in which they were started.
             return run, steps, sorted(children, key=lambda c: c.created_at), signals
 
-    run, steps, children, signals = run_async(fetch)
+    if settings.server is not None:
+        run, steps, children, signals = _show_remote(settings, run_id)
+    else:
+        run, steps, children, signals = run_async(fetch)
     if json_output:
         typer.echo(dumps(run_detail_json(run, steps, children, signals)))
         return
     with reporting_errors():
         console().print(run_detail(run, steps, children, signals, show_traceback=show_traceback))
+
+
+def _show_remote(
+    settings: Settings, run_id: str
+) -> tuple[RunRecord, list[StepRecord], list[RunRecord], list[SignalRecord]]:
+    """The run and its journal from the server. The API lists neither a run's children nor
+    its signals, so remote `runs show` has none (`runs trace` shows the children)."""
+    path = f"/runs/{segment(run_id)}"
+    with reporting_errors(), settings.remote() as remote:
+        run = run_record(remote.get(path))
+        steps = [step_record(run_id, step) for step in remote.get(f"{path}/journal")["steps"]]
+    return run, steps, [], []
 
 
 @runs_app.command(
@@ -148,7 +171,13 @@ def cancel_run(ctx: typer.Context, run_id: RunIdArgument, json_output: JsonOptio
         async with settings.corral(existing=True) as corral:
             return await cancel_governed(corral, run_id, principal=settings.principal)
 
-    run, cancelled_now = run_async(cancel)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            before = run_record(remote.get(f"/runs/{segment(run_id)}"))
+            run = run_record(remote.post(f"/runs/{segment(run_id)}/cancel"))
+        cancelled_now = before.status != "cancelled"
+    else:
+        run, cancelled_now = run_async(cancel)
     if json_output:
         typer.echo(dumps(run_json(run)))
         return

@@ -21,10 +21,11 @@ from rich.text import Text
 from corral.cli.display import console, status_text, when
 from corral.cli.exits import reporting_errors
 from corral.cli.reading import parse_moment, reading
+from corral.cli.remote import timestamp
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso, output_redactor
-from corral.observe.cost_days import roll_up
-from corral.observe.search import MATCH_END, MATCH_START, SearchHit, catch_up, search_runs
+from corral.observe.indexer import index_once
+from corral.observe.search import MATCH_END, MATCH_START, SearchHit, search_runs
 from corral.store import RUN_STATUSES, Store
 
 SEARCH_EPILOG = """\
@@ -132,8 +133,8 @@ def search_command(
     json_output: JsonOption = False,
 ) -> None:
     """Search runs' journals (inputs, outputs, tool arguments, errors); newest runs first."""
-    settings = Settings.of(ctx)
-    searched = tenant if tenant is not None else settings.tenant
+    settings = Settings.of(ctx).in_tenant(tenant)
+    searched = settings.tenant
     now = time.time()
     with reporting_errors():
         start = None if since is None else parse_moment(since, option="--since", now=now)
@@ -152,7 +153,15 @@ def search_command(
             limit=limit,
         )
 
-    hits = run_async(lambda: reading(settings, "search runs", find, tenant=searched))
+    if settings.server is not None:
+        query_params: dict[str, Any] = {"q": query, "agent": agent, "tool": tool, "status": status}
+        query_params |= {"since": since, "until": until, "limit": min(limit, 100)}
+        with reporting_errors(), settings.remote() as remote:
+            answers = remote.get("/search", query_params)["hits"]
+        hits = [_hit_of(answer) for answer in answers]
+        searched = "(the key's tenant)"
+    else:
+        hits = run_async(lambda: reading(settings, "search runs", find, tenant=searched))
     redactor = output_redactor()
     if json_output:
         found = [_hit_json(hit, redactor.redact_text) for hit in hits]
@@ -168,7 +177,7 @@ def index_command(
     ctx: typer.Context,
     json_output: JsonOption = False,
 ) -> None:
-    """Bring the search index and the daily cost roll-up up to date with the journal.
+    """Bring the search index and the cost roll-up (hours and days) up to date with the journal.
 
     Searches and cost reports do this themselves before they answer; run it after migrating a
     database with history, or periodically, so that they answer at once.
@@ -176,15 +185,28 @@ def index_command(
     settings = Settings.of(ctx)
     started = time.perf_counter()
 
-    async def index(store: Store) -> tuple[int, int]:
-        return await catch_up(store), await roll_up(store)
-
-    indexed, days = run_async(lambda: reading(settings, "index runs for search", index))
+    done = run_async(lambda: reading(settings, "index runs for search", index_once))
     elapsed = time.perf_counter() - started
+    indexed, hours = done.changes, done.cost_hours
     if json_output:
-        typer.echo(dumps({"indexed": indexed, "cost_days": days, "seconds": round(elapsed, 3)}))
+        typer.echo(dumps({"indexed": indexed, "cost_hours": hours, "seconds": round(elapsed, 3)}))
         return
-    typer.echo(f"indexed {indexed} change(s), summed {days} day(s) of costs in {elapsed:.2f}s")
+    typer.echo(f"indexed {indexed} change(s), summed {hours} hour(s) of costs in {elapsed:.2f}s")
+
+
+def _hit_of(answer: dict[str, Any]) -> SearchHit:
+    """A hit of the API (remote mode) as `search_runs` returns it."""
+    return SearchHit(
+        run_id=answer["run_id"],
+        tenant="",
+        workflow=answer["workflow"],
+        status=answer["status"],
+        created_at=timestamp(answer["created_at"]) or 0.0,
+        seq=answer.get("seq"),
+        step_name=answer.get("step_name"),
+        field=answer["field"],
+        snippet=answer["snippet"],
+    )
 
 
 def _hit_json(hit: SearchHit, redact: Redact) -> dict[str, Any]:

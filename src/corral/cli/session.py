@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from corral import Corral, Workflow
-from corral.cli.exits import reporting_errors
+from corral.cli.exits import ExitCode, fail, print_error, reporting_errors
+from corral.cli.remote import REMOTE_COMMANDS, Remote, command_path, no_remote_mode
 from corral.store import PostgresStore, SQLiteStore, Store, open_store
 
 T = TypeVar("T")
@@ -31,13 +33,39 @@ class Settings:
     tenant: str = "default"
     principal: str = "anonymous"
     """Who is acting (`--as`, CORRAL_PRINCIPAL, else the login name)."""
+    server: str | None = None
+    """`--server`: commands talk to this Corral server instead of a database (remote mode)."""
+    key: str | None = field(default=None, repr=False)
+    """`--key`: the API key sent to `server`; never printed (`repr=False`)."""
 
     @staticmethod
     def of(ctx: typer.Context) -> Settings:
+        """The settings of the command of `ctx`; in remote mode, a command without a remote mode
+        stops here (exit 2), before it touches a database or a file."""
         settings = ctx.find_object(Settings)
         if settings is None:  # a command invoked without the root callback (never from `corral`)
             raise RuntimeError("corral CLI settings are missing from the command context")
+        if settings.server is not None:
+            command = command_path(ctx)
+            if command not in REMOTE_COMMANDS:
+                print_error(no_remote_mode(command).message)
+                raise typer.Exit(ExitCode.USAGE)
         return settings
+
+    def remote(self) -> Remote:
+        """A client of `--server` with `--key`; use it as `with`, so its connections close."""
+        if self.server is None or self.key is None:  # main.root refuses --server without a key
+            raise RuntimeError("remote() called without --server and --key")
+        return Remote(self.server, self.key)
+
+    def in_tenant(self, tenant: str | None) -> Settings:
+        """These settings acting in a command's own `--tenant`, when it gives one. Refused
+        (exit 2) with `--server`: a remote command acts in its key's tenant."""
+        if tenant is None:
+            return self
+        if self.server is not None:
+            fail("--tenant cannot be used with --server: a remote command acts in its key's tenant")
+        return dataclasses.replace(self, tenant=tenant)
 
     @property
     def scheme(self) -> str:

@@ -8,6 +8,7 @@ import typer
 
 from corral.cli.exits import reporting_errors
 from corral.cli.inputs import parse_json
+from corral.cli.remote import segment
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, signal_json
 from corral.governance.run_control import send_signal
@@ -65,11 +66,21 @@ def signal_command(
             record = await send_signal(corral, run_id, name, value)
             return record, await corral.get_run(run_id)
 
-    record, run = run_async(send)
-    if json_output:
-        typer.echo(dumps(signal_json(record)))
-        return
-    typer.echo(f"sent signal {name!r} to run {run_id} (status {run.status})")
+    if settings.server is not None:
+        path = f"/runs/{segment(run_id)}"
+        with reporting_errors(), settings.remote() as remote:
+            sent = remote.post(f"{path}/signals/{segment(name)}", {"data": value})
+            status = remote.get(path)["status"]
+        if json_output:  # the API's shape: no consumed_seq
+            typer.echo(dumps(sent))
+            return
+    else:
+        record, run = run_async(send)
+        if json_output:
+            typer.echo(dumps(signal_json(record)))
+            return
+        status = run.status
+    typer.echo(f"sent signal {name!r} to run {run_id} (status {status})")
 
 
 def register(app: typer.Typer) -> None:

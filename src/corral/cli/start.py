@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from corral import InvalidInput, RunHandle
+from corral import InvalidInput, RunHandle, UsageError
 from corral.cli.display import error_line, waiting_for
 from corral.cli.exits import ExitCode, exit_code_for_status, reporting_errors
 from corral.cli.following import following
-from corral.cli.inputs import read_input, takes_text
+from corral.cli.inputs import parse_json, read_input, takes_text
+from corral.cli.remote import Remote, run_record, segment, step_record
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import decode, dumps, run_json
-from corral.cli.waiting import WaitOutcome, execute_until_settled
+from corral.cli.waiting import WaitOutcome, execute_until_settled, is_settled_status
 from corral.control.app_loading import load_workflows
 from corral.store import RunRecord, StepRecord
 
@@ -34,6 +36,10 @@ Exit codes: 0 started (or, with --wait, succeeded) · 1 with --wait: failed, can
 reconciliation · 2 bad input, unknown workflow · 3 database unusable · 4 with --wait: not
 finished yet (waiting on a timer or a signal, --timeout passed, interrupted).
 """
+
+
+REMOTE_POLL_INTERVAL = 0.5
+"""Seconds between reads of a run that `corral --server URL run --wait` watches."""
 
 
 def run_command(
@@ -122,8 +128,18 @@ def run_command(
             if input_json is None:
                 raise
             input_text, plain_text = None, input_json  # text, if the workflow takes text
-        workflows = load_workflows(settings.app)
+        if settings.server is not None and follow:
+            raise UsageError("--follow needs the run executed here; it has no remote mode")
+        workflows = [] if settings.server is not None else load_workflows(settings.app)
     wait = wait or timeout is not None or follow
+    if settings.server is not None:
+        # Remote mode: the server starts it, and --wait watches it while a worker executes it.
+        value = plain_text if input_text is None else parse_json(input_text, source="--input")
+        with reporting_errors(), settings.remote() as remote:
+            started = _start_remote(
+                remote, workflow, value, idempotency_key, wait, timeout, quiet=json_output
+            )
+        _report(started, json_output=json_output, timeout=timeout)
 
     async def start() -> Started:
         async with settings.corral(workflows) as corral:
@@ -157,7 +173,10 @@ def run_command(
             children = await corral.store.list_runs(parent_run_id=handle.run_id, limit=100)
             return Started(outcome.run, handle.created, outcome, steps, children)
 
-    started = run_async(start)
+    _report(run_async(start), json_output=json_output, timeout=timeout)
+
+
+def _report(started: Started, *, json_output: bool, timeout: float | None) -> NoReturn:
     if json_output:
         typer.echo(dumps({**run_json(started.run), "created": started.created}))
     elif started.outcome is not None:
@@ -176,6 +195,42 @@ class Started:
     outcome: WaitOutcome | None = None
     steps: list[StepRecord] = field(default_factory=list)
     children: list[RunRecord] = field(default_factory=list)
+
+
+def _start_remote(
+    remote: Remote,
+    workflow: str,
+    value: Any,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float | None,
+    *,
+    quiet: bool,
+) -> Started:
+    """`corral --server URL run`: start the run there; with --wait, poll it until it finishes,
+    parks (waits for a timer or a signal; with --timeout, until the deadline), or time is up."""
+    status, data = remote.post_status(
+        "/runs", {"workflow": workflow, "input": value, "idempotency_key": idempotency_key}
+    )
+    run, created = run_record(data), status == 201
+    if not quiet:
+        _announce(run, created)
+    if not wait:
+        if run.status == "pending" and not quiet:
+            typer.echo("the server's workers execute it", err=True)
+        return Started(run, created)
+    path = f"/runs/{segment(run.run_id)}"
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not is_settled_status(run):
+        if deadline is None and run.status == "waiting":
+            steps = remote.get(f"{path}/journal")["steps"]
+            parked = [step_record(run.run_id, step) for step in steps]
+            return Started(run, created, WaitOutcome(run, "parked"), parked)
+        if deadline is not None and time.monotonic() >= deadline:
+            return Started(run, created, WaitOutcome(run, "timeout"))
+        time.sleep(REMOTE_POLL_INTERVAL)
+        run = run_record(remote.get(path))
+    return Started(run, created, WaitOutcome(run, "finished"))
 
 
 def _announce(run: RunRecord, created: bool) -> None:

@@ -1,4 +1,5 @@
-"""`corral webhooks`: send events people act on to a URL (add, list, remove, deliveries, test).
+"""`corral webhooks`: send events people act on to a URL (add, list, pause, resume, remove,
+deliveries, test).
 
 The server's dispatcher sends them (`corral server`, `corral dev`); these commands manage the
 subscriptions in the database, as an admin of the tenant.
@@ -6,15 +7,18 @@ subscriptions in the database, as an admin of the tenant.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from corral.cli.display import console, shorten, when
+from corral import Corral
+from corral.cli.display import answer_table, console, shorten, when
+from corral.cli.exits import reporting_errors
+from corral.cli.remote import Remote, segment
 from corral.cli.session import Settings, run_async
 from corral.cli.shapes import dumps, iso
 from corral.control.events import NOTIFICATION_TYPES
@@ -30,6 +34,7 @@ from corral.control.webhooks import (
     get_webhook,
     list_deliveries,
     list_webhooks,
+    set_webhook_active,
 )
 from corral.governance.identity import authorize
 
@@ -48,10 +53,6 @@ TenantOption = Annotated[
 WebhookIdArgument = Annotated[
     str, typer.Argument(help="The webhook's id (from `corral webhooks list`).")
 ]
-
-
-def _in(settings: Settings, tenant: str | None) -> Settings:
-    return settings if tenant is None else dataclasses.replace(settings, tenant=tenant)
 
 
 def _check_events(values: list[str]) -> list[str]:
@@ -128,15 +129,22 @@ def add_command(
     json_output: JsonOption = False,
 ) -> None:
     """Subscribe URL to events of the tenant; print the signing secret once."""
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
+    if settings.server is not None:
+        body = {"url": url, "events": events, "description": description}
+        made = _remote(settings, lambda remote: remote.post("/webhooks", body))
+        typer.echo(dumps(made) if json_output else made["secret"])
+        if not json_output:
+            typer.echo(
+                f"webhook {made['webhook_id']}: {', '.join(made['events'])} to {made['url']}. "
+                "The secret above signs every delivery (Corral-Signature); it is shown this once.",
+                err=True,
+            )
+        return
 
     async def add() -> NewWebhook:
         async with settings.corral() as corral:
-            await corral.store.read_script(
-                lambda d: authorize(
-                    settings.tenant, settings.principal, "admin", action="add webhooks"
-                )
-            )
+            await _as_admin(corral, settings, "add webhooks")
             now = corral.clock.now()
             return await corral.store.run_script(
                 lambda d: create_webhook(
@@ -168,15 +176,15 @@ def list_command(
     ctx: typer.Context, tenant: TenantOption = None, json_output: JsonOption = False
 ) -> None:
     """List the tenant's webhooks (never their secrets)."""
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
+    if settings.server is not None:
+        found = _remote(settings, lambda remote: remote.get("/webhooks"))
+        _print_answers(found, json_output, "webhooks", ["webhook_id", "url", "events", "active"])
+        return
 
     async def fetch() -> list[Webhook]:
         async with settings.corral(existing=True) as corral:
-            await corral.store.read_script(
-                lambda d: authorize(
-                    settings.tenant, settings.principal, "admin", action="list webhooks"
-                )
-            )
+            await _as_admin(corral, settings, "list webhooks")
             return await corral.store.read_script(lambda d: list_webhooks(settings.tenant))
 
     found = run_async(fetch)
@@ -187,17 +195,72 @@ def list_command(
         typer.echo(f"no webhooks in tenant {settings.tenant!r}", err=True)
         return
     table = Table(box=None)
-    for column in ("webhook", "url", "events", "description", "created"):
+    for column in ("webhook", "url", "events", "state", "description", "created"):
         table.add_column(column)
     for webhook in found:
         table.add_row(
             webhook.webhook_id,
             Text(webhook.url),
             ", ".join(webhook.event_types),
+            "active" if webhook.active else "paused",
             Text(webhook.description),
             when(webhook.created_at),
         )
     console().print(table)
+
+
+@webhooks_app.command(
+    "pause",
+    epilog="Example:\n\n  corral webhooks pause wh_3f1c9a7b2e4d6f80\n\n"
+    "Resume it with `corral webhooks resume`.",
+)
+def pause_command(
+    ctx: typer.Context, webhook_id: WebhookIdArgument, tenant: TenantOption = None
+) -> None:
+    """Stop sending to a webhook (say, while its receiver is down), keeping it and its queue.
+
+    Pending deliveries wait and are sent on resume; events while paused are not queued, save
+    those of the last minutes before it resumes.
+    """
+    _set_active(ctx, webhook_id, tenant, active=False)
+
+
+@webhooks_app.command("resume", epilog="Example:\n\n  corral webhooks resume wh_3f1c9a7b2e4d6f80")
+def resume_command(
+    ctx: typer.Context, webhook_id: WebhookIdArgument, tenant: TenantOption = None
+) -> None:
+    """Send to a paused webhook again, starting with the deliveries that waited."""
+    _set_active(ctx, webhook_id, tenant, active=True)
+
+
+def _set_active(ctx: typer.Context, webhook_id: str, tenant: str | None, *, active: bool) -> None:
+    settings = Settings.of(ctx).in_tenant(tenant)
+    done = "resumed" if active else "paused"
+    if settings.server is not None:
+        path = f"/webhooks/{segment(webhook_id)}"
+        _remote(settings, lambda remote: remote.patch(path, {"active": active}))
+        typer.echo(f"{done} webhook {webhook_id}")
+        return
+
+    async def change() -> Webhook | None:
+        async with settings.corral(existing=True) as corral:
+            await _as_admin(corral, settings, f"{done[:-1]} webhooks")
+            now = corral.clock.now()
+            return await corral.store.run_script(
+                lambda d: set_webhook_active(
+                    settings.tenant,
+                    webhook_id,
+                    active,
+                    actor=settings.principal,
+                    now=now,
+                    dialect=d,
+                )
+            )
+
+    if run_async(change) is None:
+        typer.echo(f"no webhook {webhook_id!r} in tenant {settings.tenant!r}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{done} webhook {webhook_id}")
 
 
 @webhooks_app.command("remove", epilog="Example:\n\n  corral webhooks remove wh_3f1c9a7b2e4d6f80")
@@ -205,15 +268,15 @@ def remove_command(
     ctx: typer.Context, webhook_id: WebhookIdArgument, tenant: TenantOption = None
 ) -> None:
     """Remove a webhook of the tenant, with its deliveries."""
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
+    if settings.server is not None:
+        _remote(settings, lambda remote: remote.delete(f"/webhooks/{segment(webhook_id)}"))
+        typer.echo(f"removed webhook {webhook_id}")
+        return
 
     async def remove() -> Webhook | None:
         async with settings.corral(existing=True) as corral:
-            await corral.store.read_script(
-                lambda d: authorize(
-                    settings.tenant, settings.principal, "admin", action="remove webhooks"
-                )
-            )
+            await _as_admin(corral, settings, "remove webhooks")
             now = corral.clock.now()
             return await corral.store.run_script(
                 lambda d: delete_webhook(
@@ -247,16 +310,19 @@ def deliveries_command(
         raise typer.BadParameter(
             f"unknown status {status!r}; use {', '.join(DELIVERY_STATUSES)}", param_hint="--status"
         )
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
+    if settings.server is not None:
+        path = f"/webhooks/{segment(webhook_id)}/deliveries"
+        query = {"status": status}
+        found = _remote(settings, lambda remote: remote.items(path, query, limit=limit))
+        columns = ["event_id", "status", "attempts", "last_status", "last_error", "created_at"]
+        _print_answers(found, json_output, "deliveries", columns)
+        return
     wanted: DeliveryStatus | None = status
 
     async def fetch() -> list[Delivery] | None:
         async with settings.corral(existing=True) as corral:
-            await corral.store.read_script(
-                lambda d: authorize(
-                    settings.tenant, settings.principal, "admin", action="see webhook deliveries"
-                )
-            )
+            await _as_admin(corral, settings, "see webhook deliveries")
             found = await corral.store.read_script(
                 lambda d: get_webhook(settings.tenant, webhook_id)
             )
@@ -299,15 +365,18 @@ def send_test_command(
     ctx: typer.Context, webhook_id: WebhookIdArgument, tenant: TenantOption = None
 ) -> None:
     """Queue a `webhook.test` event for the webhook; the server's dispatcher sends it."""
-    settings = _in(Settings.of(ctx), tenant)
+    settings = Settings.of(ctx).in_tenant(tenant)
+    if settings.server is not None:
+        path = f"/webhooks/{segment(webhook_id)}/test"
+        sent = _remote(settings, lambda remote: remote.post(path))
+        typer.echo(
+            f"queued {sent['event_id']}; follow it with `corral webhooks deliveries {webhook_id}`"
+        )
+        return
 
     async def queue() -> Delivery | None:
         async with settings.corral(existing=True) as corral:
-            await corral.store.read_script(
-                lambda d: authorize(
-                    settings.tenant, settings.principal, "admin", action="test webhooks"
-                )
-            )
+            await _as_admin(corral, settings, "test webhooks")
             webhook = await corral.store.read_script(
                 lambda d: get_webhook(settings.tenant, webhook_id)
             )
@@ -325,6 +394,31 @@ def send_test_command(
     typer.echo(
         f"queued {queued.event_id}; follow it with `corral webhooks deliveries {webhook_id}`"
     )
+
+
+async def _as_admin(corral: Corral, settings: Settings, action: str) -> None:
+    """Refuse (exit 2) unless the CLI's principal is an admin of its tenant."""
+    await corral.store.read_script(
+        lambda d: authorize(settings.tenant, settings.principal, "admin", action=action)
+    )
+
+
+def _remote(settings: Settings, call: Callable[[Remote], Any]) -> Any:
+    """One call to the server (remote mode), with the CLI's error reporting."""
+    with reporting_errors(), settings.remote() as remote:
+        return call(remote)
+
+
+def _print_answers(
+    answers: list[dict[str, Any]], json_output: bool, what: str, columns: list[str]
+) -> None:
+    """Remote mode: the API's answers as `{what: [...]}` JSON, or a table of `columns`."""
+    if json_output:
+        typer.echo(dumps({what: answers}))
+    elif answers:
+        console().print(answer_table(answers, columns))
+    else:
+        typer.echo(f"no {what}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.display import console, workflows_table
+from corral.cli.display import answer_table, console, workflows_table
 from corral.cli.exits import reporting_errors
 from corral.cli.session import Settings
 from corral.cli.shapes import dumps, workflow_json
@@ -31,6 +31,16 @@ def workflows_command(
 ) -> None:
     """List the registered workflows: name, version, input and output types."""
     settings = Settings.of(ctx)
+    if settings.server is not None:
+        with reporting_errors(), settings.remote() as remote:
+            answers = remote.get("/workflows")
+        if json_output:
+            typer.echo(dumps({"workflows": answers}))
+        elif answers:
+            console().print(answer_table(answers, ["name", "kind", "version", "description"]))
+        else:
+            typer.echo(f"{settings.server} was given no workflows (corral server --app)", err=True)
+        return
     with reporting_errors():
         workflows = sorted(load_workflows(settings.app), key=lambda wf: wf.name)
     if json_output:
