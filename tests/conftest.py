@@ -83,10 +83,16 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def corral(store: Store, clock: FakeClock) -> AsyncIterator[Corral]:
+def lease_ttl() -> float:
+    """The lease of the `corral` fixture's worker; a test module overrides it to change it."""
+    return 30.0
+
+
+@pytest.fixture
+async def corral(store: Store, clock: FakeClock, lease_ttl: float) -> AsyncIterator[Corral]:
     """A `Corral` on the test's store and virtual clock; no heartbeat unless the clock moves."""
     instance = Corral(
-        store=store, clock=clock, lease_ttl=30.0, heartbeat_interval=None, poll_interval=0.5
+        store=store, clock=clock, lease_ttl=lease_ttl, heartbeat_interval=None, poll_interval=0.5
     )
     await instance.open()
     try:

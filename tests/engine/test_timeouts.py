@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from corral import Corral, RunContext, SignalTimeout
 from corral.errors import StepFailed
-from corral.store import Store
 from corral.testing import FakeClock
 
 from .harness import error_of
 
 
 @pytest.fixture
-async def corral(store: Store, clock: FakeClock) -> AsyncIterator[Corral]:
-    """The shared fixture with a lease that outlasts every clock jump below.
+def lease_ttl() -> float:
+    """A lease that outlasts every clock jump below.
 
     These tests jump the clock past a step's timeout in one `advance` while the step is in
     flight. With the usual 30 s lease that jump also lapses the worker's own lease, and if its
@@ -31,14 +29,7 @@ async def corral(store: Store, clock: FakeClock) -> AsyncIterator[Corral]:
     never comes (a CI flake: test_a_hung_step_does_not_block_other_runs). A real clock never
     skips a heartbeat like that; lease expiry has tests of its own (test_leases.py).
     """
-    instance = Corral(
-        store=store, clock=clock, lease_ttl=3600.0, heartbeat_interval=None, poll_interval=0.5
-    )
-    await instance.open()
-    try:
-        yield instance
-    finally:
-        await instance.close()
+    return 3600.0
 
 
 async def _hang(started: asyncio.Event, *, stubborn: bool = False) -> str:
