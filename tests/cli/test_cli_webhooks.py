@@ -1,6 +1,5 @@
 """`corral webhooks`: add (the secret printed once), list, test, deliveries, pause and resume,
-remove; bad event
-types and URLs are usage errors."""
+remove; bad event types and URLs are usage errors."""
 
 from __future__ import annotations
 
@@ -60,25 +59,21 @@ def test_add_list_test_deliveries_and_remove(db_url: str) -> None:
     shown = runner.invoke(app, ["webhooks", "deliveries", webhook_id])
     assert delivery["event_id"] in shown.stdout
 
+    def listed_webhooks() -> list[dict[str, object]]:
+        webhooks: list[dict[str, object]] = json.loads(
+            runner.invoke(app, ["webhooks", "list", "--json"]).stdout
+        )["webhooks"]
+        return webhooks
+
     paused = runner.invoke(app, ["webhooks", "pause", webhook_id])
     assert (paused.exit_code, paused.stdout) == (0, f"paused webhook {webhook_id}\n")
-    assert (
-        json.loads(runner.invoke(app, ["webhooks", "list", "--json"]).stdout)["webhooks"][0][
-            "active"
-        ]
-        is False
-    )
+    assert listed_webhooks()[0]["active"] is False
     assert "paused" in runner.invoke(app, ["webhooks", "list"]).stdout
     not_ours = runner.invoke(app, ["--tenant", "acme", "webhooks", "resume", webhook_id])
     assert (not_ours.exit_code, "no webhook" in not_ours.stderr) == (2, True)
     resumed = runner.invoke(app, ["webhooks", "resume", webhook_id])
     assert (resumed.exit_code, resumed.stdout) == (0, f"resumed webhook {webhook_id}\n")
-    assert (
-        json.loads(runner.invoke(app, ["webhooks", "list", "--json"]).stdout)["webhooks"][0][
-            "active"
-        ]
-        is True
-    )
+    assert listed_webhooks()[0]["active"] is True
 
     elsewhere = runner.invoke(app, ["--tenant", "acme", "webhooks", "remove", webhook_id])
     assert elsewhere.exit_code == 2
@@ -86,7 +81,7 @@ def test_add_list_test_deliveries_and_remove(db_url: str) -> None:
     removed = runner.invoke(app, ["webhooks", "remove", webhook_id])
     assert removed.exit_code == 0
     assert f"removed webhook {webhook_id}" in removed.stdout
-    assert json.loads(runner.invoke(app, ["webhooks", "list", "--json"]).stdout) == {"webhooks": []}
+    assert listed_webhooks() == []
 
 
 def test_bad_event_types_and_urls_are_usage_errors(db_url: str) -> None:
