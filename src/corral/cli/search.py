@@ -179,8 +179,9 @@ def index_command(
 ) -> None:
     """Bring the search index and the cost roll-up (hours and days) up to date with the journal.
 
-    Searches and cost reports do this themselves before they answer; run it after migrating a
-    database with history, or periodically, so that they answer at once.
+    Searches and cost reports do this themselves before they answer, and a running `corral
+    server` does it every 5 s. Run it after migrating a database with history, or where no
+    server runs, so that the first search or report answers at once.
     """
     settings = Settings.of(ctx)
     started = time.perf_counter()
