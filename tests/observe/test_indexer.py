@@ -5,6 +5,9 @@ until told to stop. Both backends."""
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from corral import Corral
 from corral.observe.costs import cost_report
@@ -45,6 +48,34 @@ async def test_the_loop_indexes_on_its_clock_and_stops_when_told(
     stop = asyncio.Event()
     loop = asyncio.create_task(run_indexer(corral.store, clock, stop=stop))
     fleet = await run_fleet(corral, clock)  # the fleet's clock moves: the loop wakes meanwhile
+    clock.advance(INDEX_INTERVAL)
+    for _ in range(1000):
+        if await indexed(corral, "B-9") == [fleet.shipped]:
+            break
+        await asyncio.sleep(0.01)
+    assert await indexed(corral, "B-9") == [fleet.shipped]
+    stop.set()
+    await asyncio.wait_for(loop, 10)
+
+
+async def test_a_failed_round_is_logged_and_the_next_one_catches_up(
+    corral: Corral, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_indexer(corral.store, clock, stop=stop))
+    await asyncio.sleep(0.2)  # the first round, on an empty journal
+    await corral.store.close()  # the database is away for the next round
+    with caplog.at_level(logging.ERROR, logger="corral.observe.indexer"):
+        clock.advance(INDEX_INTERVAL)
+        for _ in range(500):
+            if caplog.records:
+                break
+            await asyncio.sleep(0.01)
+    assert [r.getMessage() for r in caplog.records] == ["a background indexing round failed"]
+    assert not loop.done()
+
+    await corral.store.open()
+    fleet = await run_fleet(corral, clock)
     clock.advance(INDEX_INTERVAL)
     for _ in range(1000):
         if await indexed(corral, "B-9") == [fleet.shipped]:

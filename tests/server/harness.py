@@ -109,16 +109,22 @@ async def serving(
     max_body_bytes: int = 1 << 20,
     cursor_ttl: float = 3600.0,
     extra_routers: Sequence[APIRouter] = (),
+    indexer: bool = False,
 ) -> AsyncIterator[ApiServer]:
-    """Serve `create_app` on 127.0.0.1 for the duration of the block."""
+    """Serve `create_app` on 127.0.0.1 for the duration of the block.
+
+    The background indexer is off unless asked for (searches and cost reports index first, so
+    tests see no background writes); the webhook dispatcher is always off (tests deliver with
+    `dispatch_once`, on the FakeClock).
+    """
     wanted = list(workflows)
     config = ServerConfig(
         database_url=store.url,
         secret=SECRET,
         max_body_bytes=max_body_bytes,
         cursor_ttl=cursor_ttl,
-        webhook_dispatcher=False,  # tests deliver with `dispatch_once`, on the FakeClock
-        indexer=False,  # searches and cost reports index first: tests see no background writes
+        webhook_dispatcher=False,
+        indexer=indexer,
     )
     app = create_app(
         config, workflows=wanted, store=store, clock=clock, extra_routers=extra_routers

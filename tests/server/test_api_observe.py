@@ -4,12 +4,18 @@ searches never leave the key's tenant; bad input is a 4xx problem."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from .harness import ApiServer
-from .workflows import PRICED
+from corral.observe.indexer import INDEX_INTERVAL
+from corral.observe.search import search_runs
+from corral.store import Store
+from corral.testing import FakeClock
+
+from .harness import ApiServer, serving
+from .workflows import PRICED, WORKFLOWS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -270,3 +276,22 @@ async def test_indexing_in_one_tenants_request_indexes_every_tenant(api: ApiServ
         assert theirs in {hit["run_id"] for hit in found}
         report = (await http.get("/api/v1/costs")).json()
         assert (report["tenant"], report["total"]["model_calls"]) == ("acme", 4)
+
+
+async def test_the_server_indexes_in_the_background(store: Store, clock: FakeClock) -> None:
+    """With its indexer on (the default), the server brings the index up to date on its own
+    clock: a run's steps are in it before anybody searches."""
+
+    async def indexed() -> set[str]:
+        hits = await search_runs(store, "order", tenant=None, index_first=False)
+        return {hit.run_id for hit in hits}
+
+    async with serving(store, clock, workflows=WORKFLOWS, indexer=True) as api:
+        ours = await support_run(api, "A-1")
+        theirs = await support_run(api, "B-1", tenant="acme")
+        for _ in range(500):
+            if {ours, theirs} <= await indexed():
+                break
+            clock.advance(INDEX_INTERVAL)
+            await asyncio.sleep(0.01)
+        assert {ours, theirs} <= await indexed()  # with their billing agents' child runs
